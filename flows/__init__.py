@@ -1,0 +1,5 @@
+"""Prefect flows of daqflow, importable from notebooks and deployments."""
+
+from flows._runtime import configure_environment
+
+configure_environment()
