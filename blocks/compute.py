@@ -61,6 +61,8 @@ class DaskCompute(Block):
         # on 0.0.0.0:8787; keep it on loopback, and off when bokeh is absent.
         dashboard = "127.0.0.1:0" if importlib.util.find_spec("bokeh") else None
         n_workers = self.n_workers or os.cpu_count() or 1
+        # Worker start and stop chatter at INFO hides the flow's own logs.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
         cluster = LocalCluster(
             n_workers=n_workers,
             threads_per_worker=self.threads_per_worker,
@@ -73,7 +75,11 @@ class DaskCompute(Block):
         try:
             yield cluster.scheduler_address
         finally:
+            # Workers that close before the scheduler log a harmless
+            # CommClosedError traceback; keep the shutdown quiet.
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
             cluster.close()
+            logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 def resolve_compute(compute: "DaskCompute | str | None") -> DaskCompute:

@@ -51,44 +51,6 @@ _SESSION_ERRORS = (
 )
 
 
-def make_input_spec(config: FeatureConfig, *, kind: str = "features") -> dict[str, Any]:
-    """Return the manifest ``input_spec`` of a model that takes `kind` input computed with `config`.
-
-    Raises:
-        ValueError: `kind` is not one of `INPUT_KINDS`.
-    """
-    if kind == "features":
-        return {"kind": kind, "name": "features", "dtype": "float32", "feature_names": feature_names(config)}
-    if kind == "waveform":
-        return {"kind": kind, "name": "waveform", "dtype": "float32", "shape": [None, 1, config.window_length]}
-    raise ValueError(f"input kind {kind!r} is not supported by the edge runtime; use one of {', '.join(INPUT_KINDS)}")
-
-
-def make_feature_spec(
-    config: FeatureConfig,
-    *,
-    channel: str | None = None,
-    default_shaft_speed_rpm: float | None = None,
-) -> dict[str, Any]:
-    """Return the manifest ``feature_spec``: how the edge box turns a recording into windows.
-
-    Args:
-        config: the feature settings of the training dataset.
-        channel: the channel the model was trained on, e.g. ``DE_time``.
-        default_shaft_speed_rpm: shaft speed used when neither the caller
-            nor the recording gives one.
-    """
-    return {
-        "config": config.to_dict(),
-        "config_hash": config.config_hash(),
-        "window_length": config.window_length,
-        "hop_length": config.hop_length,
-        "target_sampling_rate_hz": config.target_sampling_rate_hz,
-        "channel": channel,
-        "default_shaft_speed_rpm": default_shaft_speed_rpm,
-    }
-
-
 @dataclass(frozen=True)
 class EdgeModel:
     """A verified bundle, ready to classify recordings.

@@ -32,6 +32,7 @@ from tasks.dataset import (
     drop_duplicates,
     manifest_key,
     plan_partitions,
+    point_latest,
     read_dataset_manifest,
     summarize,
 )
@@ -45,6 +46,7 @@ def build_dataset(
     compute: DaskCompute | str | None = None,
     config: BuildConfig | dict[str, Any] | None = None,
     n_batches: int = 4,
+    update_latest: bool = True,
 ) -> dict[str, Any]:
     """Build (or reuse) the dataset for the recordings listed in `manifest`.
 
@@ -58,6 +60,9 @@ def build_dataset(
         n_batches: Prefect tasks the partitions are split into. Each batch runs
             its partitions in parallel on Dask; more batches give finer
             progress in the UI at about 25 ms of Prefect overhead each.
+        update_latest: flip the `datasets/latest` pointer to this dataset.
+            Scoring champions on new recordings builds a dataset that must
+            not become the training default, so it passes False.
 
     Returns:
         The dataset summary: version, counts per device and label, the
@@ -85,6 +90,8 @@ def build_dataset(
         if store.exists(manifest_key(version)):
             logger.info("Dataset %s already exists in %s; nothing to build", version, store.url("datasets"))
             summary = summarize(read_dataset_manifest(store, version), cached=True)
+            if update_latest:
+                point_latest(store, version)
         else:
             step = time.perf_counter()
             partitions = plan_partitions(accepted, config=build_config, version=version)
@@ -100,7 +107,7 @@ def build_dataset(
                 quarantined=quarantined,
                 source_manifest=manifest,
             )
-            commit_dataset(store, dataset_manifest)
+            commit_dataset(store, dataset_manifest, update_latest=update_latest)
             summary = summarize(dataset_manifest, cached=False)
 
     seconds["total"] = time.perf_counter() - started

@@ -84,16 +84,17 @@ class Cnn1dConfig:
         object.__setattr__(self, "channels", tuple(self.channels))
 
         for name in ("epochs", "batch_size", "patience", "num_threads"):
-            _check_positive_int(name, getattr(self, name))
-        if not all(isinstance(count, int) and count >= 1 for count in self.channels) or not self.channels:
+            if not _is_positive_int(getattr(self, name)):
+                raise ValueError(f"Cnn1dConfig.{name} is {getattr(self, name)!r}; set a whole number >= 1.")
+        if not self.channels or not all(_is_positive_int(count) for count in self.channels):
             raise ValueError(
                 f"Cnn1dConfig.channels is {self.channels!r}; set one whole number >= 1 per conv block, such as (16, 32, 32)."
             )
-        if not (isinstance(self.kernel_size, int) and self.kernel_size >= 1 and self.kernel_size % 2 == 1):
+        if not (_is_positive_int(self.kernel_size) and self.kernel_size % 2 == 1):
             raise ValueError(f"Cnn1dConfig.kernel_size is {self.kernel_size!r}; set an odd whole number, such as 9.")
         if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"Cnn1dConfig.learning_rate is {self.learning_rate!r}; set a positive number, such as 1e-3.")
-        if not isinstance(self.seed, int):
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"Cnn1dConfig.seed is {self.seed!r}; set a whole number.")
 
     @property
@@ -103,7 +104,9 @@ class Cnn1dConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as JSON-ready data; `channels` becomes a list."""
-        return {f.name: list(value) if isinstance(value, tuple) else value for f in fields(self) for value in [getattr(self, f.name)]}
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["channels"] = list(self.channels)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Cnn1dConfig:
@@ -119,10 +122,9 @@ class Cnn1dConfig:
         return cls(**data)
 
 
-def _check_positive_int(name: str, value: Any) -> None:
+def _is_positive_int(value: Any) -> bool:
     # bool is a subclass of int, but True is no batch size.
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Cnn1dConfig.{name} is {value!r}; set a whole number >= 1.")
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 class WaveformCnn(nn.Module):
@@ -135,6 +137,9 @@ class WaveformCnn(nn.Module):
 
     def __init__(self, *, n_classes: int, channels: tuple[int, ...], kernel_size: int):
         super().__init__()
+        self.channels = tuple(channels)
+        self.kernel_size = kernel_size
+
         blocks: list[nn.Module] = []
         in_channels = 1
         for out_channels in channels:
@@ -213,8 +218,8 @@ class TrainedCnn:
             "state_dict": {name: tensor.detach().cpu() for name, tensor in network.state_dict().items()},
             "classes": list(self.classes),
             "window_length": self.window_length,
-            "channels": [block.out_channels for block in network.blocks if isinstance(block, nn.Conv1d)],
-            "kernel_size": next(block.kernel_size[0] for block in network.blocks if isinstance(block, nn.Conv1d)),
+            "channels": list(network.channels),
+            "kernel_size": network.kernel_size,
             "device_used": self.device_used,
             "epochs_run": self.epochs_run,
         }
@@ -267,9 +272,10 @@ def train_cnn1d(
     order and torch runs in deterministic mode. The global torch RNG, thread
     count and deterministic mode are restored afterwards.
 
-    Cost: about ``epochs * (n_train + n_eval) * window_length`` sample-passes
-    through three small conv blocks. On 2 CPU threads, 650 windows of 2048
-    samples take roughly 5 s per epoch.
+    Cost: linear in ``epochs * (n_train + n_eval) * window_length``. With the
+    default config, one epoch over 650 training and 166 evaluation windows of
+    2048 samples took about 0.65 s on 1 CPU thread and 0.4 s on 2 (measured
+    on a shared 2-core build machine).
 
     Args:
         train_windows: ``(n_train, window_length)`` conditioned windows.
@@ -322,31 +328,50 @@ def _fit(
     *,
     config: Cnn1dConfig,
 ) -> tuple[int, float]:
-    """Train in place, keep the weights of the best evaluation epoch; return epochs run and that loss."""
+    """Train in place and keep the weights of the best evaluation epoch; return the epochs run and that loss."""
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
     loss_function = nn.CrossEntropyLoss()
-    order = np.random.default_rng(config.seed)
-    windows, targets = train
+    batch_order = np.random.default_rng(config.seed)
 
-    best_loss, best_state, stale_epochs, epoch = math.inf, copy.deepcopy(network.state_dict()), 0, 0
-    for epoch in range(1, config.epochs + 1):
-        network.train()
-        for batch in np.array_split(order.permutation(len(windows)), math.ceil(len(windows) / config.batch_size)):
-            index = torch.from_numpy(batch).to(windows.device)
-            optimizer.zero_grad()
-            loss_function(network(windows[index]), targets[index]).backward()
-            optimizer.step()
+    best_loss = math.inf
+    best_state = copy.deepcopy(network.state_dict())
+    stale_epochs = 0
+    epoch = 0
+    while epoch < config.epochs and stale_epochs < config.patience:
+        epoch += 1
+        _train_epoch(network, train, optimizer, loss_function, batches=_batches(batch_order, len(train[0]), config.batch_size))
 
         eval_loss = float(loss_function(_predict_logits(network, evaluation[0]), evaluation[1]))
         if eval_loss < best_loss:
             best_loss, best_state, stale_epochs = eval_loss, copy.deepcopy(network.state_dict()), 0
         else:
             stale_epochs += 1
-        if stale_epochs >= config.patience:
-            break
 
     network.load_state_dict(best_state)
     return epoch, best_loss
+
+
+def _batches(rng: np.random.Generator, n_windows: int, batch_size: int) -> list[np.ndarray]:
+    """Split a fresh random order of the window indices into batches of at most `batch_size`."""
+    order = rng.permutation(n_windows)
+    return [order[start : start + batch_size] for start in range(0, n_windows, batch_size)]
+
+
+def _train_epoch(
+    network: WaveformCnn,
+    train: tuple[torch.Tensor, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    loss_function: nn.Module,
+    *,
+    batches: list[np.ndarray],
+) -> None:
+    windows, targets = train
+    network.train()
+    for batch in batches:
+        index = torch.from_numpy(batch).to(windows.device)
+        optimizer.zero_grad()
+        loss_function(network(windows[index]), targets[index]).backward()
+        optimizer.step()
 
 
 def _predict_logits(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
@@ -362,7 +387,8 @@ def _reproducible_torch(config: Cnn1dConfig, *, device: torch.device) -> Iterato
     """Seed torch, set the CPU thread count and, on the CPU, deterministic mode; restore all three afterwards."""
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
-    # NOTE: CUDA runs stay nondeterministic: deterministic mode there needs CUBLAS_WORKSPACE_CONFIG set before CUDA starts.
+    # NOTE: CUDA runs stay nondeterministic because deterministic mode there needs CUBLAS_WORKSPACE_CONFIG set
+    # before CUDA starts. The CUDA branch has not run on the build machines, which have a CPU-only torch.
     rng_devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=rng_devices, device_type=device.type):
@@ -405,7 +431,7 @@ def cnn1d_to_onnx(trained: TrainedCnn) -> bytes:
     example = torch.zeros(2, 1, trained.window_length, dtype=torch.float32)
 
     program = torch.onnx.export(
-        _EdgeCnn(network),
+        _EdgeCnn(network).eval(),
         (example,),
         dynamo=True,
         input_names=[ONNX_INPUT_NAME],

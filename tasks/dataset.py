@@ -357,11 +357,17 @@ def manifest_key(version: str) -> str:
     return f"datasets/{version}/manifest.json"
 
 
-def commit_dataset(store: Store, manifest: dict[str, Any]) -> str:
+def commit_dataset(store: Store, manifest: dict[str, Any], *, update_latest: bool = True) -> str:
     """Write the manifest, then flip the `latest` pointer; return the manifest key."""
     key = store.write_json(manifest_key(manifest["version"]), manifest)
-    store.write_text(LATEST_POINTER, manifest["version"] + "\n")
+    if update_latest:
+        point_latest(store, manifest["version"])
     return key
+
+
+def point_latest(store: Store, version: str) -> None:
+    """Make `version` the dataset that readers get when they ask for no version."""
+    store.write_text(LATEST_POINTER, version + "\n")
 
 
 def read_dataset_manifest(store: Store, version: str | None = None) -> dict[str, Any]:

@@ -55,17 +55,18 @@ DEFECT_TOLERANCE = 0.02
 """Relative half-width of the envelope spectrum search around a defect frequency.
 It absorbs slip and the difference between nominal and measured shaft speed."""
 
-# sosfiltfilt pads each end of a window with up to 27 samples for the order-4
-# band-pass, so shorter windows would be mostly padding.
+# sosfiltfilt pads each end of a window with 27 samples for the order-4
+# band-pass (scipy 1.17) and rejects windows that are not longer than that.
+# 64 is a floor only: so short a window resolves the envelope spectrum poorly.
 _MIN_WINDOW_LENGTH = 64
 
-# butter() needs the upper band edge strictly below Nyquist.
+# butter() requires band edges strictly below Nyquist, and 5 % keeps a margin.
 _MAX_BAND_EDGE_FRACTION = 0.95
 
 _ENVELOPE_FILTER_ORDER = 4
 
 # Fraction.limit_denominator(1000) cannot represent every rate ratio exactly.
-# Above this relative error the resampled signal would be mislabelled in time.
+# The relative error of the ratio shifts every frequency feature by as much.
 _MAX_RESAMPLING_RATIO_ERROR = 1e-3
 
 
@@ -96,7 +97,7 @@ class BearingGeometry:
         if not 0.0 < self.ball_diameter < self.pitch_diameter:
             raise ValueError(
                 f"ball_diameter ({self.ball_diameter}) must be positive and smaller than "
-                f"pitch_diameter ({self.pitch_diameter}); check the bearing data sheet."
+                f"pitch_diameter ({self.pitch_diameter}). Check the bearing data sheet."
             )
         if not 0.0 <= self.contact_angle_deg < 90.0:
             raise ValueError(
@@ -106,8 +107,9 @@ class BearingGeometry:
     def defect_orders(self) -> dict[str, float]:
         """Compute the defect frequencies as multiples of the shaft frequency.
 
-        Uses the kinematic formulas for a stationary outer race and no slip, so
-        measured frequencies run about 1 % to 2 % lower.
+        Uses the kinematic formulas for a stationary outer race and rolling
+        without slip. Real bearings slip a little, which `DEFECT_TOLERANCE`
+        allows for.
 
         Returns:
             ``{"bpfo", "bpfi", "bsf", "ftf"}`` orders. BSF is the ball spin
@@ -222,8 +224,8 @@ class FeatureConfig:
 
         if self.bearing is not None and not isinstance(self.bearing, BearingGeometry):
             raise ValueError(
-                f"bearing must be a BearingGeometry or None, got {type(self.bearing).__name__}; "
-                "use FeatureConfig.from_dict to build one from a dict."
+                f"bearing must be a BearingGeometry or None, got {type(self.bearing).__name__}. "
+                "Use FeatureConfig.from_dict to build one from a dict."
             )
 
     def _check_sampling_rate(self) -> None:
@@ -241,7 +243,7 @@ class FeatureConfig:
         if not 1 <= self.n_bands <= max_bands:
             raise ValueError(
                 f"n_bands must be between 1 and {max_bands} (half the window_length) so that every band "
-                f"holds a spectrum bin, got {self.n_bands}."
+                f"contains a spectrum bin, got {self.n_bands}."
             )
 
     def _check_envelope_band(self) -> None:
@@ -282,7 +284,7 @@ def condition(values: np.ndarray, sampling_rate_hz: float, config: FeatureConfig
     Args:
         values: one channel of a recording, 1-D.
         sampling_rate_hz: rate at which `values` was recorded.
-        config: gives `target_sampling_rate_hz`.
+        config: supplies `target_sampling_rate_hz`.
 
     Returns:
         The zero-mean float64 signal at `config.target_sampling_rate_hz`.
@@ -321,7 +323,7 @@ def n_windows(n_samples: int, window_length: int, hop_length: int) -> int:
 
 
 def frame(signal: np.ndarray, window_length: int, hop_length: int) -> np.ndarray:
-    """Cut a signal into overlapping windows without copying it.
+    """Cut a signal into windows without copying it.
 
     Window ``i`` starts at sample ``i * hop_length``. Trailing samples that do
     not fill a whole window are dropped.
@@ -329,7 +331,8 @@ def frame(signal: np.ndarray, window_length: int, hop_length: int) -> np.ndarray
     Returns:
         A read-only ``(n_windows, window_length)`` view of `signal`, shaped
         ``(0, window_length)`` when the signal is shorter than one window. It is
-        read-only because windows overlap, so one write would change several.
+        read-only because windows overlap when hop_length < window_length,
+        so one write would change several.
 
     Raises:
         ValueError: `signal` is not 1-D, or a length is below 1.
@@ -383,8 +386,10 @@ def extract_features(
       sine with a whole number of cycles. ``band_energy_<i>`` sums the bins
       in equal-width bands from 0 Hz to Nyquist, with the Nyquist bin in the
       last band. ``spectral_centroid_hz`` is the power-weighted mean frequency.
-    - Envelope: band-pass ``envelope_band_hz`` (Butterworth order 4, second-
-      order sections, forward and backward), Hilbert magnitude, mean removed.
+    - Envelope: band-pass ``envelope_band_hz``, Hilbert magnitude, mean
+      removed. The band-pass is ``scipy.signal.butter`` with N=4 (8 poles for
+      a band-pass) as second-order sections, run forward and backward by
+      ``sosfiltfilt``.
       With a bearing, ``env_<defect>`` is the max of the Hann-windowed
       amplitude spectrum (a sine of amplitude a gives a) over the bins within
       2 % of the defect frequency. The nearest bin counts even when no bin
@@ -395,8 +400,9 @@ def extract_features(
     Cost: O(n_windows * L log L) time for L = window_length, and several
     temporary arrays the size of `windows`, one of them complex. Limits: the
     frequency resolution is ``target_sampling_rate_hz / window_length`` (5.9 Hz
-    by default), and the band-pass is applied per window, so its edge effects
-    reach into the first and last few dozen samples of each window.
+    by default). The band-pass runs per window, so its edge transients reach
+    into each end of a window. With the default band its impulse response
+    falls below 1 % of its peak within 30 samples.
 
     Args:
         windows: ``(n_windows, window_length)`` samples at
@@ -468,17 +474,17 @@ def _as_recording(values: np.ndarray) -> np.ndarray:
     signal = np.asarray(values, dtype=np.float64)
     if signal.ndim != 1:
         raise ValueError(
-            f"condition() needs one channel as a 1-D array, got shape {signal.shape}; "
-            "pass values.ravel() for an (n, 1) MATLAB column."
+            f"condition() needs one channel as a 1-D array, got shape {signal.shape}. "
+            "Pass values.ravel() for an (n, 1) MATLAB column."
         )
     if signal.size == 0:
-        raise ValueError("the recording has no samples; drop it from the manifest.")
+        raise ValueError("the recording has no samples. Drop it from the manifest.")
 
     bad = np.flatnonzero(~np.isfinite(signal))
     if bad.size:
         raise ValueError(
-            f"the recording has {bad.size} NaN or infinite samples (first at index {bad[0]}); "
-            "repair or drop the recording before feature extraction."
+            f"the recording has {bad.size} NaN or infinite samples (first at index {bad[0]}). "
+            "Repair or drop the recording before feature extraction."
         )
     return signal
 
@@ -507,14 +513,14 @@ def _as_windows(windows: np.ndarray, config: FeatureConfig) -> np.ndarray:
     if array.ndim != 2 or array.shape[1] != config.window_length:
         raise ValueError(
             f"windows must have shape (n_windows, {config.window_length}) to match window_length, "
-            f"got {array.shape}; cut them with frame()."
+            f"got {array.shape}. Cut them with frame()."
         )
 
     bad_rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
     if bad_rows.size:
         raise ValueError(
-            f"{bad_rows.size} windows contain NaN or infinite samples (first: window {bad_rows[0]}); "
-            "repair the recording, or pass it through condition(), which rejects such samples."
+            f"{bad_rows.size} windows contain NaN or infinite samples (first: window {bad_rows[0]}). "
+            "Repair the recording, or pass it through condition(), which rejects such samples."
         )
     return array
 
@@ -522,7 +528,7 @@ def _as_windows(windows: np.ndarray, config: FeatureConfig) -> np.ndarray:
 def _defect_frequencies_hz(config: FeatureConfig, shaft_speed_rpm: float | None) -> dict[str, float]:
     if shaft_speed_rpm is None:
         raise ValueError(
-            "shaft_speed_rpm is required because the config has a bearing; pass the recording's "
+            "shaft_speed_rpm is required because the config has a bearing. Pass the recording's "
             "shaft speed, or use a config with bearing=None for envelope band features."
         )
     rpm = _as_float("shaft_speed_rpm", shaft_speed_rpm)
@@ -540,12 +546,12 @@ def _check_resolvable(defect: str, hz: float, rpm: float, config: FeatureConfig)
     if hz < config.bin_spacing_hz:
         raise ValueError(
             f"at {rpm:g} rpm the {defect.upper()} is {hz:.2f} Hz, below the envelope spectrum resolution "
-            f"of {config.bin_spacing_hz:.2f} Hz; increase window_length to resolve it."
+            f"of {config.bin_spacing_hz:.2f} Hz. Increase window_length to resolve it."
         )
     if hz * (1.0 + DEFECT_TOLERANCE) > config.nyquist_hz:
         raise ValueError(
             f"at {rpm:g} rpm the {defect.upper()} is {hz:.1f} Hz, too close to the Nyquist frequency "
-            f"{config.nyquist_hz:g} Hz; check shaft_speed_rpm or raise target_sampling_rate_hz."
+            f"{config.nyquist_hz:g} Hz. Check shaft_speed_rpm or raise target_sampling_rate_hz."
         )
 
 
@@ -580,6 +586,8 @@ def _time_domain_features(centered: np.ndarray) -> np.ndarray:
         "skewness": skewness,
         "shape_factor": _ratio(rms, mean_magnitude),
         "impulse_factor": _ratio(peak, mean_magnitude),
+        # Population std equals rms after mean removal. Both stay because
+        # the feature names are part of the dataset schema.
         "std": rms,
     }
     return np.column_stack([columns[name] for name in TIME_DOMAIN_FEATURES])
@@ -616,7 +624,7 @@ def _bin_frequencies_hz(config: FeatureConfig) -> np.ndarray:
 
 
 def _band_sums(power: np.ndarray, config: FeatureConfig, *, upper_hz: float, n_bands: int) -> np.ndarray:
-    """Sum the power in equal-width bands from 0 Hz to `upper_hz`, which falls in the last band."""
+    """Sum the power in equal-width bands from 0 Hz to `upper_hz`. A bin at `upper_hz` counts in the last band."""
     frequencies = _bin_frequencies_hz(config)
     in_range = frequencies <= upper_hz
     band_of_bin = np.minimum((frequencies[in_range] / (upper_hz / n_bands)).astype(int), n_bands - 1)

@@ -50,7 +50,7 @@ def train_device(device_id: str, *, store: Store, dataset_version: str, fleet: F
 
 
 @task(name="publish-bundle", task_run_name="publish-{device_id}", cache_policy=NO_CACHE)
-def publish_bundle(device_id: str, *, store: Store, dataset_version: str, edge_root: Path, signing_key) -> dict[str, Any]:
+def publish_bundle(device_id: str, *, store: Store, edge_root: Path, signing_key) -> dict[str, Any]:
     """Publish the champion of one device; a device without a champion is skipped."""
     registry = ModelRegistry(store)
     champion = registry.get_alias(device_id)

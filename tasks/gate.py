@@ -14,7 +14,7 @@ from typing import Any, Literal
 GateReason = Literal["no_champion", "better", "within_tolerance", "worse", "below_floor"]
 
 # Absorbs float rounding in `champion - tolerance`, so a challenger exactly at the
-# tolerance boundary (0.89 against 0.90 - 0.01) is promoted as documented.
+# tolerance boundary is promoted: 0.8 - 0.1 is 0.7000000000000001, above 0.7.
 _BOUNDARY_ABS_TOL = 1e-12
 
 

@@ -18,7 +18,7 @@ def classification_metrics(y_true: list[str], y_pred: list[str], *, labels: list
     Args:
         y_true: true label of each window.
         y_pred: predicted label of each window, in the same order.
-        labels: every label the model knows, in the order used for the rows
+        labels: every label of the model, in the order used for the rows
             and columns of the confusion matrix.
 
     Returns:

@@ -1,6 +1,6 @@
 """Readers that turn the bytes of a raw recording into one channel's samples.
 
-Formats are told apart by the file name's suffix (see `SUPPORTED_SUFFIXES`):
+The format is chosen by the file name's suffix (see `SUPPORTED_SUFFIXES`):
 
 - ``.mat``: MATLAB v5 files through `scipy.io.loadmat`, and MATLAB v7.3 files
   (an HDF5 container behind a 512-byte header) through h5py. The channels are
@@ -10,7 +10,7 @@ Formats are told apart by the file name's suffix (see `SUPPORTED_SUFFIXES`):
   ``RPM`` is read as the shaft speed.
 - ``.csv`` and ``.parquet``: the channels are the numeric columns other than
   a time column (``time``, ``t`` or ``timestamp``, in any case).
-- ``.npy``: a 1-D array is channel ``"0"``. A 2-D array holds one channel per
+- ``.npy``: a 1-D array is channel ``"0"``. A 2-D array contains one channel per
   column, named by the column index ``"0"``, ``"1"`` and so on.
 
 A requested channel matches the channel of exactly that name, else the channels
@@ -45,6 +45,8 @@ SUPPORTED_SUFFIXES = (".mat", ".csv", ".parquet", ".npy")
 # MATLAB v7.3 files are HDF5 files whose superblock follows a 512-byte MAT header.
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _MAT_V73_SIGNATURE_OFFSET = 512
+# A MATLAB v5 header ends with a 2-byte endian indicator at offset 126.
+_MAT_V5_ENDIAN_OFFSET = 126
 _MAT_V5_ENDIAN_MARKERS = (b"IM", b"MI")
 
 _TIME_COLUMNS = frozenset({"time", "t", "timestamp"})
@@ -77,7 +79,7 @@ class _Contents:
 
 
 def list_channels(data: bytes, *, name: str) -> list[str]:
-    """Decode a recording and return the names of its channels, in file order.
+    """Decode a recording and return the names of its channels, in the order the file lists them.
 
     Args:
         data: the file's bytes.
@@ -119,8 +121,8 @@ def read_signal_file(
 
     The whole file is read into memory, once for hashing and decoding. A CWRU
     file is 1 to 4 MB. Errors other than a missing file or a folder, such as
-    network or permission errors, propagate unchanged because they say nothing
-    about the recording itself.
+    network or permission errors, propagate unchanged because the recording
+    itself may be fine.
 
     Args:
         uri: local path or fsspec URL of the file.
@@ -166,19 +168,20 @@ def _decode(data: bytes, *, name: str) -> _Contents:
     suffix = posixpath.splitext(name)[1].lower()
     decoders = {".mat": _decode_mat, ".csv": _decode_csv, ".parquet": _decode_parquet, ".npy": _decode_npy}
     if suffix not in decoders:
+        found = f"the unsupported suffix `{suffix}`" if suffix else "no suffix"
         raise RecordingError(
             "unreadable",
-            f"recording `{name}` has the unsupported suffix `{suffix}`. "
+            f"recording `{name}` has {found}. "
             f"Supported suffixes: {', '.join(SUPPORTED_SUFFIXES)}. Convert the file or drop the row.",
         )
 
     return decoders[suffix](data, name=name)
 
 
-def _unreadable(name: str, what: str, error: Exception) -> RecordingError:
+def _unreadable(name: str, file_format: str, error: Exception) -> RecordingError:
     return RecordingError(
         "unreadable",
-        f"recording `{name}` could not be read as {what} ({type(error).__name__}: {error}). "
+        f"recording `{name}` could not be read as {file_format} ({type(error).__name__}: {error}). "
         "The file may be truncated or corrupt. Copy it again from the DAQ or drop the row.",
     )
 
@@ -187,7 +190,7 @@ def _decode_mat(data: bytes, *, name: str) -> _Contents:
     signature_end = _MAT_V73_SIGNATURE_OFFSET + len(_HDF5_SIGNATURE)
     if data[_MAT_V73_SIGNATURE_OFFSET:signature_end] == _HDF5_SIGNATURE:
         variables = _read_mat_v73(data, name=name)
-    elif data[126:128] in _MAT_V5_ENDIAN_MARKERS:
+    elif data[_MAT_V5_ENDIAN_OFFSET : _MAT_V5_ENDIAN_OFFSET + 2] in _MAT_V5_ENDIAN_MARKERS:
         variables = _read_mat_v5(data, name=name)
     else:
         raise RecordingError(
@@ -203,8 +206,8 @@ def _read_mat_v5(data: bytes, *, name: str) -> dict[str, np.ndarray]:
     # On corrupt input scipy 1.17.1 raises many unrelated types (MatReadError,
     # OSError, ValueError, IndexError, TypeError, UnboundLocalError), so any
     # exception here means a bad file.
-    # NOTE: a few corrupt headers crash the interpreter inside loadmat (seen as a
-    # segmentation fault); no exception handler can turn that into a quarantine.
+    # NOTE: a few corrupt headers crash the interpreter inside loadmat with a
+    # segmentation fault, which no exception handler can turn into a quarantine.
     try:
         loaded = scipy.io.loadmat(io.BytesIO(data))
     except Exception as error:
@@ -308,7 +311,7 @@ def _decode_npy(data: bytes, *, name: str) -> _Contents:
     if array.dtype.kind not in _NUMERIC_KINDS or array.ndim not in (1, 2):
         raise RecordingError(
             "unreadable",
-            f"recording `{name}` holds a {array.ndim}-D array of {array.dtype}, but a .npy recording must be "
+            f"recording `{name}` contains a {array.ndim}-D array of {array.dtype}, but a .npy recording must be "
             "a 1-D or 2-D (samples x channels) array of numbers. Save it in that layout or drop the row.",
         )
 
@@ -323,22 +326,26 @@ def _select_channel(contents: _Contents, channel: str | None, *, name: str) -> s
         raise RecordingError(
             "channel_not_found",
             f"recording `{name}` has no channels ({contents.description}). "
-            "Check that the file holds the recording, or drop the row.",
+            "Check that the file contains the recording, or drop the row.",
         )
 
-    present = ", ".join(names)
-    if channel is None:
-        if len(names) == 1:
-            return names[0]
+    if channel is not None:
+        return _match_channel(contents, channel, name=name)
+
+    if len(names) > 1:
         raise RecordingError(
             "channel_not_found",
-            f"recording `{name}` has {len(names)} channels ({contents.description}): {present}. "
+            f"recording `{name}` has {len(names)} channels ({contents.description}): {', '.join(names)}. "
             "Set `channel` in the manifest to pick one, or drop the row.",
         )
+    return names[0]
 
+
+def _match_channel(contents: _Contents, channel: str, *, name: str) -> str:
     if channel in contents.channels:
         return channel
 
+    names = list(contents.channels)
     matches = [key for key in names if key.endswith((f"_{channel}", f"_{channel}_time"))]
     if len(matches) == 1:
         return matches[0]
@@ -346,7 +353,8 @@ def _select_channel(contents: _Contents, channel: str | None, *, name: str) -> s
         raise RecordingError(
             "channel_not_found",
             f"recording `{name}` has no channel matching `{channel}`. "
-            f"Channels present ({contents.description}): {present}. Set `channel` in the manifest or drop the row.",
+            f"Channels present ({contents.description}): {', '.join(names)}. "
+            "Set `channel` in the manifest or drop the row.",
         )
     raise RecordingError(
         "channel_not_found",

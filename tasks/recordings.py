@@ -66,7 +66,7 @@ class RecordingError(Exception):
 
     def __init__(self, reason: str, message: str):
         if reason not in REASONS:
-            raise ValueError(f"unknown recording error reason `{reason}`; use one of: {', '.join(REASONS)}")
+            raise ValueError(f"unknown recording error reason `{reason}`. Use one of: {', '.join(REASONS)}.")
 
         super().__init__(message)
         self.reason = reason
@@ -110,7 +110,7 @@ class RecordingSpec:
 
 @dataclass(frozen=True)
 class Quarantined:
-    """A recording set aside, with the reason code and a message that says what to do."""
+    """A recording set aside, with its reason code and a message naming the file, the value and the fix."""
 
     path: str
     device_id: str | None
@@ -143,8 +143,9 @@ def read_manifest(
         The specs of the usable rows and the quarantined rows, both in file order.
 
     Raises:
-        ManifestError: if the manifest cannot be read, is not UTF-8 text, lacks
-            a required column or has no data rows.
+        ManifestError: if the manifest is not found or is a folder, is not
+            UTF-8 text, lacks a required column, repeats a column or has no
+            data rows.
     """
     text = _read_text(manifest, storage_options=storage_options)
     rows = list(csv.reader(io.StringIO(text)))

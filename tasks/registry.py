@@ -251,6 +251,6 @@ def _utc_now() -> str:
 def _check_name(kind: str, value: str) -> None:
     if not (isinstance(value, str) and _NAME_PATTERN.fullmatch(value)):
         raise ValueError(
-            f"{kind} {value!r} is not a valid name: use letters, digits and _ . @ = + -, "
-            "without '/' and not starting with '.' or '-'."
+            f"{kind} {value!r} is not a valid name: start with a letter, digit or _, then use only letters, "
+            "digits and _ . @ = + -."
         )

@@ -23,7 +23,9 @@ import lightgbm
 import numpy as np
 import pandas as pd
 
-MODEL_TYPES = ("lightgbm",)
+# Model families a TrainConfig may name. `train_lightgbm` trains "lightgbm" and
+# `tasks.cnn1d` trains "cnn1d", a network on the raw windows.
+MODEL_TYPES = ("lightgbm", "cnn1d")
 
 DEFAULT_LIGHTGBM_PARAMS: dict[str, Any] = {
     "objective": "multiclass",
@@ -50,11 +52,12 @@ _TRAIN, _EVAL, _GAP = 0, 1, 2
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How one device's model is trained.
+    """Settings for training one device's model.
 
     Args:
-        model_type: model family; only ``"lightgbm"`` is implemented.
-        params: LightGBM parameters that override `DEFAULT_LIGHTGBM_PARAMS`.
+        model_type: model family, one of `MODEL_TYPES`.
+        params: parameters of the model family. For ``"lightgbm"`` they
+            override `DEFAULT_LIGHTGBM_PARAMS`.
         eval_share: share of each recording's windows, or of a label's
             recordings, held out for evaluation (the newest ones), in (0, 1).
         seed: random seed of the model.
@@ -82,7 +85,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.seed is {self.seed!r}; set a whole number.")
 
         owned = sorted(set(self.params).intersection(_SEED_ALIASES + _THREAD_ALIASES))
-        if owned:
+        if self.model_type == "lightgbm" and owned:
             raise ValueError(
                 f"TrainConfig.params sets {owned}; set TrainConfig.seed and TrainConfig.num_threads instead."
             )
@@ -142,7 +145,7 @@ def split_train_eval(
         their original index. Dropped overlap windows are in neither.
 
     Raises:
-        ValueError: when the frame is empty, lacks a column, holds several
+        ValueError: when the frame is empty, lacks a column, contains several
             devices, has windows that do not match `hop_length`, or leaves a
             label without training windows.
     """
@@ -174,11 +177,11 @@ def _check_split_inputs(frame: pd.DataFrame, *, eval_share: float, window_length
     if missing:
         raise ValueError(f"the frame has no columns {missing}; pass a device frame from the dataset, which has {list(SPLIT_COLUMNS)}.")
     if frame.empty:
-        raise ValueError("the frame has no windows; check that the dataset holds windows of this device.")
+        raise ValueError("the frame is empty; check that the dataset contains windows of this device.")
 
     devices = sorted(frame["device_id"].astype(str).unique())
     if len(devices) != 1:
-        raise ValueError(f"the frame holds windows of devices {devices}; split one device at a time.")
+        raise ValueError(f"the frame contains windows of devices {devices}; split one device at a time.")
 
     _check_window_layout(frame, device_id=devices[0], hop_length=hop_length)
     return devices[0]
@@ -316,10 +319,12 @@ class TrainedModel:
 def train_lightgbm(train: pd.DataFrame, *, feature_names: list[str], config: TrainConfig) -> TrainedModel:
     """Fit a LightGBM classifier on one device's training windows.
 
-    Features are cast to float32, the type the ONNX model sees, so native and
-    ONNX predictions start from the same numbers. Rows are sorted by recording
+    Features are cast to float32, the input type of the ONNX model, so native
+    and ONNX predictions start from the same numbers. Rows are sorted by recording
     and window first, so the model does not depend on the row order of `train`.
-    Runs on ``config.num_threads`` threads.
+    Runs on ``config.num_threads`` threads. The classifier is fitted on class
+    indices, so ``model.classes_`` is ``0..n-1`` and `TrainedModel.classes`
+    contains the label names in that order.
 
     Args:
         train: training windows with a ``label`` column and the feature columns.
@@ -338,12 +343,15 @@ def train_lightgbm(train: pd.DataFrame, *, feature_names: list[str], config: Tra
 
     ordered = train.sort_values(["recording_id", "window_index"], kind="stable")
     features = ordered[list(feature_names)].astype(np.float32).reset_index(drop=True)
-    labels = ordered["label"].astype(str).to_numpy(dtype=object)
+    labels = ordered["label"].astype(str).tolist()
     classes = sorted(set(labels))
+    # The booster learns class indices, so the ONNX label output indexes `classes`.
+    position = {label: i for i, label in enumerate(classes)}
+    targets = np.array([position[label] for label in labels], dtype=np.int64)
 
     model = lightgbm.LGBMClassifier(**lightgbm_params(config, n_classes=len(classes)))
-    model.fit(features, labels)
-    return TrainedModel(model=model, classes=[str(label) for label in model.classes_], feature_names=list(feature_names))
+    model.fit(features, targets)
+    return TrainedModel(model=model, classes=classes, feature_names=list(feature_names))
 
 
 def lightgbm_params(config: TrainConfig, *, n_classes: int) -> dict[str, Any]:
@@ -389,9 +397,9 @@ def training_key(
     """Return the model version for a training run: a hash of everything that shapes the model.
 
     The same inputs give the same key, so a device whose data, features, config
-    and code did not change can skip training. The key covers the resolved
-    LightGBM parameters and the LightGBM version, so a change of defaults or
-    library also gives a new version.
+    and code did not change can skip training. For ``"lightgbm"`` the key also
+    covers the resolved parameters and the LightGBM version, so a change of
+    defaults or library gives a new version.
 
     Returns:
         16 hex digits (the start of a sha256).
@@ -401,9 +409,10 @@ def training_key(
         "dataset_version": dataset_version,
         "feature_config_hash": feature_config_hash,
         "config": config.to_dict(),
-        "resolved_params": {**DEFAULT_LIGHTGBM_PARAMS, **config.params},
-        "lightgbm_version": lightgbm.__version__,
         "code_version": code_version,
     }
+    if config.model_type == "lightgbm":
+        payload["resolved_params"] = {**DEFAULT_LIGHTGBM_PARAMS, **config.params}
+        payload["lightgbm_version"] = lightgbm.__version__
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()[:16]

@@ -156,9 +156,10 @@ def _check_finite(signal: Signal, spec: RecordingSpec) -> None:
 def _check_length(signal: Signal, spec: RecordingSpec, *, min_samples: int) -> None:
     count = signal.values.size
     if count < min_samples:
+        noun = "sample" if count == 1 else "samples"
         raise RecordingError(
             "too_short",
-            f"{_describe(signal, spec)} has {count} samples, but one window at {spec.sampling_rate_hz:g} Hz "
+            f"{_describe(signal, spec)} has {count} {noun}, but one window at {spec.sampling_rate_hz:g} Hz "
             f"needs {min_samples}. Record for longer, shorten the window, or drop the row.",
         )
 
@@ -179,6 +180,10 @@ def _check_flatline(signal: Signal, spec: RecordingSpec, *, config: ValidationCo
 
 
 def _check_saturation(signal: Signal, spec: RecordingSpec, *, config: ValidationConfig) -> None:
+    # Runs of 2 or more keep the signal's own single peak from counting.
+    # NOTE: impulsive signals often cross a rail for one sample only, and those
+    # samples are not counted. Clipping CWRU 12k_DE/IR007_0.mat DE at half its
+    # peak puts 1.6% of samples on the rails but only 0.13% in runs.
     values = signal.values
     starts, lengths = _equal_runs(values)
     lowest, highest = values.min(), values.max()

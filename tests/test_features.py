@@ -30,6 +30,10 @@ CWRU_RPM = 1797.0
 BURST_HZ = 3_000.0
 BURST_DECAY_S = 0.001
 
+# A 187.5 Hz tone has exactly 64 samples per cycle at 12 kHz: a window of 2048
+# samples contains 32 whole cycles and one sample lands on each crest.
+WHOLE_CYCLE_HZ = 187.5
+
 BEARING_CONFIG = FeatureConfig(bearing=CWRU_DRIVE_END_BEARING)
 BAND_CONFIG = FeatureConfig()
 
@@ -70,17 +74,13 @@ def column(features: np.ndarray, config: FeatureConfig, name: str) -> np.ndarray
     return features[:, feature_names(config).index(name)]
 
 
-def single_window(signal: np.ndarray, config: FeatureConfig = BAND_CONFIG) -> np.ndarray:
-    return extract_features(signal[np.newaxis, : config.window_length], config)[0]
+def single_window(signal: np.ndarray) -> np.ndarray:
+    """Return the BAND_CONFIG features of the first window of `signal`."""
+    return extract_features(signal[np.newaxis, : BAND_CONFIG.window_length], BAND_CONFIG)[0]
 
 
 def row_value(row: np.ndarray, config: FeatureConfig, name: str) -> float:
     return row[feature_names(config).index(name)]
-
-
-# A 187.5 Hz tone has exactly 64 samples per cycle at 12 kHz: a window of 2048
-# samples holds 32 whole cycles and one sample lands on each crest.
-WHOLE_CYCLE_HZ = 187.5
 
 
 class TestBearingGeometry:
@@ -141,7 +141,7 @@ class TestTimeDomainFeatures:
         # per cycle moves mean|x| by less than 0.1 %.
         assert row_value(row, BAND_CONFIG, "shape_factor") == pytest.approx(np.pi / (2 * np.sqrt(2)), rel=1e-3)
 
-    def test_noise_matches_numpy_and_scipy_stats(self):
+    def test_noise_matches_scipy_stats(self):
         windows = np.random.default_rng(3).standard_t(df=5, size=(6, 2048)) + 0.3
         features = extract_features(windows, BAND_CONFIG)
         centered = windows - windows.mean(axis=1, keepdims=True)
@@ -188,21 +188,21 @@ class TestSpectrumFeatures:
         ],
         ids=["2625-hz", "nyquist"],
     )
-    def test_band_energies_sum_to_mean_square_for_tone(self, signal, band):
+    def test_band_energy_parseval_tone(self, signal, band):
         row = single_window(signal)
-        bands = np.array([row_value(row, BAND_CONFIG, f"band_energy_{band}") for band in range(BAND_CONFIG.n_bands)])
+        bands = np.array([row_value(row, BAND_CONFIG, f"band_energy_{index}") for index in range(BAND_CONFIG.n_bands)])
 
         assert bands.sum() == pytest.approx(row_value(row, BAND_CONFIG, "rms") ** 2, rel=1e-9)
         assert bands[band] / bands.sum() > 0.999
 
-    def test_band_energies_sum_to_mean_square_for_noise(self):
+    def test_band_energy_parseval_noise(self):
         windows = np.random.default_rng(5).normal(scale=0.8, size=(40, 2048))
         features = extract_features(windows, BAND_CONFIG)
         names = [f"band_energy_{band}" for band in range(BAND_CONFIG.n_bands)]
         total = sum(column(features, BAND_CONFIG, name) for name in names)
 
         # The Hann window weights samples unequally, so Parseval holds only on
-        # average; over 40 windows the mean is within 2 %.
+        # average. Over 40 windows the mean is within 2 %.
         assert total.mean() == pytest.approx(np.mean(column(features, BAND_CONFIG, "rms") ** 2), rel=0.02)
 
     def test_spectral_centroid_of_tone(self):
@@ -223,7 +223,7 @@ class TestEnvelopeFeatures:
         assert list(largest) == [defect] * len(windows)
 
     @pytest.mark.parametrize("defect", ["bpfo", "bpfi"])
-    def test_impulse_train_energy_in_its_envelope_band(self, defect):
+    def test_impulse_train_fills_envelope_band(self, defect):
         windows = frame(impulse_train(defect_hz(defect), 24_000), 2048, 1024)
         features = extract_features(windows, BAND_CONFIG)
         bands = np.column_stack(
@@ -287,7 +287,7 @@ class TestEnvelopeFeatures:
         assert bands[1] / bands.sum() > 0.99
 
     def test_envelope_above_max_hz_ignored(self):
-        # 703 Hz modulation is above envelope_max_hz (500 Hz), so no band may hold it.
+        # 703 Hz modulation is above envelope_max_hz (500 Hz), so no band may contain it.
         row = single_window(amplitude_modulated(bin_hz(120), 0.5))
         bands = np.array(
             [row_value(row, BAND_CONFIG, f"env_band_{band}") for band in range(BAND_CONFIG.n_envelope_bands)]
@@ -323,7 +323,7 @@ class TestExtractFeatures:
         assert features.dtype == np.float64
         assert len(set(feature_names(config))) == len(feature_names(config))
 
-    def test_rows_are_independent_of_other_windows(self):
+    def test_rows_independent_of_batch(self):
         windows = frame(impulse_train(defect_hz("bpfo"), 12_000), 2048, 1024)
 
         all_rows = extract_features(windows, BEARING_CONFIG, shaft_speed_rpm=CWRU_RPM)

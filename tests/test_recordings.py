@@ -294,10 +294,10 @@ def test_recording_error_rejects_unknown_reason():
 
 
 def test_recording_error_survives_pickle():
-    error = RecordingError("too_short", "recording `a.mat` has 1 samples.")
+    error = RecordingError("too_short", "recording `a.mat` has 1 sample.")
 
     copy = pickle.loads(pickle.dumps(error))
 
     assert copy.reason == "too_short"
-    assert copy.message == "recording `a.mat` has 1 samples."
-    assert str(copy) == "recording `a.mat` has 1 samples."
+    assert copy.message == "recording `a.mat` has 1 sample."
+    assert str(copy) == "recording `a.mat` has 1 sample."

@@ -1,8 +1,9 @@
-"""Tests of tasks.train and tasks.metrics on window features of the real CWRU recordings."""
+"""Tests of tasks.train and tasks.metrics on tasks.features window features of the real CWRU recordings."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import lightgbm
@@ -10,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.io
-import scipy.signal
-import scipy.stats
 
+from tasks.features import FeatureConfig, condition, extract_features, feature_names, frame
 from tasks.metrics import classification_metrics
 from tasks.train import (
     DEFAULT_LIGHTGBM_PARAMS,
@@ -25,11 +25,10 @@ from tasks.train import (
 
 CWRU = Path(__file__).resolve().parents[1] / "data" / "sample" / "cwru"
 DEVICE = "rig1-drive-end"
-TARGET_RATE_HZ = 12_000
 WINDOW_LENGTH = 2048
 HOP_LENGTH = 1024
-N_BANDS = 8
-FEATURE_NAMES = ["log_rms", "crest_factor", "kurtosis", "skewness", *(f"band_energy_{i}" for i in range(N_BANDS))]
+FEATURE_CONFIG = FeatureConfig(target_sampling_rate_hz=12_000.0, window_length=WINDOW_LENGTH, hop_length=HOP_LENGTH)
+FEATURE_NAMES = feature_names(FEATURE_CONFIG)
 
 
 def read_channel(path: Path, channel: str) -> np.ndarray:
@@ -37,59 +36,38 @@ def read_channel(path: Path, channel: str) -> np.ndarray:
     contents = scipy.io.loadmat(path)
     keys = [key for key in contents if key.endswith(f"_{channel}")]
     assert len(keys) == 1, f"{path} has variables {sorted(contents)}, expected one ending with _{channel}"
-    return contents[keys[0]].ravel().astype(np.float64)
+    return contents[keys[0]].ravel()
 
 
-def window_features(signal: np.ndarray, *, window_length: int, hop_length: int) -> np.ndarray:
-    """Compute one feature row per window: level, shape statistics and relative band energies."""
-    windows = np.lib.stride_tricks.sliding_window_view(signal, window_length)[::hop_length]
-    centered = windows - windows.mean(axis=1, keepdims=True)
+def recording_frame(row: pd.Series, *, config: FeatureConfig) -> pd.DataFrame:
+    """Build the window rows of one manifest row with the project's conditioning and features."""
+    signal = condition(read_channel(CWRU / row["path"], row["channel"]), row["sampling_rate_hz"], config)
+    features = extract_features(frame(signal, config.window_length, config.hop_length), config)
 
-    rms = np.sqrt(np.mean(centered**2, axis=1))
-    crest = np.max(np.abs(centered), axis=1) / rms
-    kurtosis = scipy.stats.kurtosis(centered, axis=1)
-    skewness = scipy.stats.skew(centered, axis=1)
-
-    power = np.abs(np.fft.rfft(centered, axis=1)) ** 2
-    bands = np.array_split(power, N_BANDS, axis=1)
-    band_energy = np.stack([band.sum(axis=1) for band in bands], axis=1)
-    relative = np.log10(band_energy / band_energy.sum(axis=1, keepdims=True))
-
-    return np.column_stack([np.log10(rms), crest, kurtosis, skewness, relative])
-
-
-def recording_frame(row: pd.Series, *, window_length: int, hop_length: int) -> pd.DataFrame:
-    """Build the window rows of one manifest row, resampled to the device's target rate."""
-    signal = read_channel(CWRU / row["path"], row["channel"])
-    factor = int(row["sampling_rate_hz"]) // TARGET_RATE_HZ
-    if factor > 1:
-        signal = scipy.signal.resample_poly(signal, up=1, down=factor)
-
-    features = window_features(signal, window_length=window_length, hop_length=hop_length)
     index = np.arange(len(features))
-    frame = pd.DataFrame(
+    windows = pd.DataFrame(
         {
             "device_id": row["device_id"],
             "recording_id": row["path"],
             "recording_path": str(CWRU / row["path"]),
             "label": row["label"],
             "window_index": index,
-            "window_start": index * hop_length,
+            "window_start": index * config.hop_length,
             "recorded_at": row["recorded_at"],
         }
     )
-    return pd.concat([frame, pd.DataFrame(features, columns=FEATURE_NAMES)], axis=1)
+    return pd.concat([windows, pd.DataFrame(features, columns=feature_names(config))], axis=1)
 
 
-def device_frame(
-    device_id: str, *, folder: str | None = None, window_length: int = WINDOW_LENGTH, hop_length: int = HOP_LENGTH
-) -> pd.DataFrame:
+def device_frame(device_id: str, *, folder: str | None = None, hop_length: int = HOP_LENGTH) -> pd.DataFrame:
     """Build a device's window frame from the sample manifest, optionally limited to one folder."""
     manifest = pd.read_csv(CWRU / "recordings.csv")
     rows = manifest[manifest["device_id"] == device_id]
     if folder is not None:
         rows = rows[rows["path"].str.startswith(f"{folder}/")]
-    parts = [recording_frame(row, window_length=window_length, hop_length=hop_length) for _, row in rows.iterrows()]
+
+    config = replace(FEATURE_CONFIG, hop_length=hop_length)
+    parts = [recording_frame(row, config=config) for _, row in rows.iterrows()]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -134,6 +112,12 @@ def test_train_config_round_trip():
 def test_train_config_from_dict_names_unknown_keys():
     with pytest.raises(ValueError, match=r"unknown TrainConfig keys \['learning_rate', 'shuffle'\]"):
         TrainConfig.from_dict({"eval_share": 0.2, "shuffle": True, "learning_rate": 0.1})
+
+
+def test_train_config_cnn1d_keeps_own_params():
+    config = TrainConfig(model_type="cnn1d", params={"epochs": 5, "num_threads": 2})
+
+    assert config.params == {"epochs": 5, "num_threads": 2}
 
 
 def test_train_config_copies_params():
@@ -340,7 +324,7 @@ def with_repeated_window(frame: pd.DataFrame) -> pd.DataFrame:
     ("change", "options", "message"),
     [
         (without_column, {}, r"no columns \['window_start'\]"),
-        (lambda frame: frame.head(0), {}, r"the frame has no windows"),
+        (lambda frame: frame.head(0), {}, r"the frame is empty"),
         (with_two_devices, {}, r"devices \['rig1-drive-end', 'rig2'\]; split one device at a time"),
         (lambda frame: frame, {"hop_length": 512}, r"window_start is not window_index \* hop_length \(hop_length=512\)"),
         (lambda frame: frame, {"eval_share": 0.0}, r"eval_share is 0.0"),
@@ -369,6 +353,21 @@ def test_train_macro_f1_well_above_chance(trained):
 
     assert model.classes == ["ball", "inner_race", "outer_race"]
     assert metrics["macro_f1"] > 0.9, metrics
+
+
+def test_train_fits_class_indices(trained):
+    model, _ = trained
+
+    np.testing.assert_array_equal(model.model.classes_, np.arange(3))
+
+
+def test_predict_labels_returns_names(trained):
+    model, evaluation = trained
+
+    predicted = model.predict_labels(evaluation[FEATURE_NAMES].to_numpy())
+
+    assert set(predicted) <= set(model.classes)
+    assert len(predicted) == len(evaluation)
 
 
 def test_train_reproducible_probabilities(drive_end_12k, trained):
@@ -440,7 +439,7 @@ def test_native_bytes_loads_as_booster(trained):
 def test_predict_rejects_wrong_feature_count(trained):
     model, evaluation = trained
 
-    with pytest.raises(ValueError, match=r"shape \(\d+, 3\) but the model expects \(n_windows, 12\)"):
+    with pytest.raises(ValueError, match=rf"shape \(\d+, 3\) but the model expects \(n_windows, {len(FEATURE_NAMES)}\)"):
         model.predict_proba(evaluation[FEATURE_NAMES[:3]].to_numpy())
 
 
@@ -479,6 +478,11 @@ def test_train_rejects_bad_input(drive_end_12k, change, features, message):
         train_lightgbm(change(drive_end_12k), feature_names=features, config=TrainConfig())
 
 
+def test_train_lightgbm_rejects_other_model_type(drive_end_12k):
+    with pytest.raises(ValueError, match=r"train_lightgbm got a config for model_type 'cnn1d'"):
+        train_lightgbm(drive_end_12k, feature_names=FEATURE_NAMES, config=TrainConfig(model_type="cnn1d"))
+
+
 # training_key
 
 KEY_INPUTS = {
@@ -505,6 +509,7 @@ def test_training_key_same_inputs_same_key():
         {"config": TrainConfig(seed=1)},
         {"config": TrainConfig(params={"learning_rate": 0.1})},
         {"config": TrainConfig(eval_share=0.3)},
+        {"config": TrainConfig(model_type="cnn1d")},
     ],
 )
 def test_training_key_changes_with_input(changed):
