@@ -1,13 +1,14 @@
 """Signed edge bundles: the manifest format, Ed25519 signing and verification.
 
-A bundle is a folder with three files::
+A bundle is a folder with these three files, plus any further files that its
+manifest lists::
 
     model.onnx      the model
     manifest.json   what the model is for and the sha256 and size of every bundle file
     manifest.sig    base64 of the Ed25519 signature over the exact bytes of manifest.json
 
-The signature covers the manifest, and the manifest covers every other file by
-hash, so one signature check plus one hash per file proves that nothing was
+The signature covers the manifest, and the manifest lists the sha256 of every
+other file, so one signature check plus one hash per file proves that nothing
 changed since publishing. The edge box trusts the public keys in its
 `trusted_keys` folder, each stored as `<key_id>.pem`.
 
@@ -88,11 +89,14 @@ def load_private_key(pem: bytes) -> Ed25519PrivateKey:
     """Load a signing key from unencrypted PKCS#8 PEM.
 
     Raises:
-        ValueError: the PEM cannot be parsed or holds another kind of key.
+        ValueError: the PEM cannot be parsed or contains another kind of key.
     """
     key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"the signing key PEM holds a {type(key).__name__}; bundles are signed with Ed25519 keys, create one with generate_signing_key()")
+        raise ValueError(
+            f"the signing key PEM contains a {type(key).__name__}, but bundles are signed with Ed25519 keys. "
+            "Create one with generate_signing_key()."
+        )
     return key
 
 
@@ -135,7 +139,7 @@ def build_manifest(
 
     Args:
         device_id: the device the model is for.
-        version: the model version; also the bundle's folder name on the edge box.
+        version: the model version, which is also the bundle's folder name on the edge box.
         model_type: the kind of model, for example ``"lightgbm"``.
         classes: class names in the order of the model's probability columns.
         input_spec: the model input: ``kind`` (``"features"`` or ``"waveform"``),
@@ -174,12 +178,14 @@ def manifest_bytes(manifest: dict) -> bytes:
     """Serialize a manifest as canonical JSON: sorted keys, indent 2, trailing newline.
 
     Raises:
-        ValueError: the manifest holds NaN or infinity, which JSON cannot represent.
+        ValueError: the manifest contains NaN or infinity, which JSON cannot represent.
     """
     try:
         text = json.dumps(manifest, sort_keys=True, indent=2, allow_nan=False)
     except ValueError as error:
-        raise ValueError(f"manifest of device {manifest.get('device_id')!r} holds NaN or infinity ({error}); store such metrics as null") from error
+        raise ValueError(
+            f"manifest of device {manifest.get('device_id')!r} contains NaN or infinity ({error}). Store such metrics as null."
+        ) from error
     return (text + "\n").encode("utf-8")
 
 
@@ -196,15 +202,24 @@ def make_bundle(*, model_onnx: bytes, manifest: dict, key: Ed25519PrivateKey) ->
             other model bytes, or names another signing key.
     """
     if set(manifest["files"]) != {MODEL_FILE}:
-        raise ValueError(f"manifest lists files {sorted(manifest['files'])}, but make_bundle packs only {MODEL_FILE}; build the manifest with files={{'{MODEL_FILE}': model_onnx}}")
+        raise ValueError(
+            f"manifest lists files {sorted(manifest['files'])}, but make_bundle packs only {MODEL_FILE}. "
+            f"Build the manifest with files={{'{MODEL_FILE}': model_onnx}}."
+        )
 
     listed = manifest["files"][MODEL_FILE]
     if listed != {"sha256": hashlib.sha256(model_onnx).hexdigest(), "bytes": len(model_onnx)}:
-        raise ValueError(f"manifest lists {MODEL_FILE} with sha256 {listed['sha256']}, which is not the model passed to make_bundle; build the manifest from the same model bytes")
+        raise ValueError(
+            f"manifest lists {MODEL_FILE} with sha256 {listed['sha256']}, which is not the model passed to make_bundle. "
+            "Build the manifest from the same model bytes."
+        )
 
     signing_key_id = key_id(key.public_key())
     if manifest["key_id"] != signing_key_id:
-        raise ValueError(f"manifest names key {manifest['key_id']}, but the signing key is {signing_key_id}; build the manifest with key_id(key.public_key())")
+        raise ValueError(
+            f"manifest names key {manifest['key_id']}, but the signing key is {signing_key_id}. "
+            "Build the manifest with key_id(key.public_key())."
+        )
 
     document = manifest_bytes(manifest)
     return {MODEL_FILE: model_onnx, MANIFEST_FILE: document, SIGNATURE_FILE: sign(document, key)}
@@ -288,9 +303,11 @@ def _check_files_field(files: Any, *, source: Path | str) -> None:
 
     for name, listed in files.items():
         if "/" in name or "\\" in name or name.startswith(".") or name in (MANIFEST_FILE, SIGNATURE_FILE):
-            _bad_manifest(source, f"lists file {name!r}; bundle files must be plain names other than {MANIFEST_FILE} and {SIGNATURE_FILE}")
+            _bad_manifest(
+                source, f"lists file {name!r}, but bundle files must be plain names other than {MANIFEST_FILE} and {SIGNATURE_FILE}"
+            )
         if not isinstance(listed, dict) or not _is_sha256(listed.get("sha256")) or not _is_size(listed.get("bytes")):
-            _bad_manifest(source, f"lists file {name!r} as {listed!r}; each file needs a hex 'sha256' and a 'bytes' count")
+            _bad_manifest(source, f"lists file {name!r} as {listed!r}, but each file needs a hex 'sha256' and a 'bytes' count")
 
 
 def _is_sha256(value: Any) -> bool:
@@ -302,23 +319,25 @@ def _is_size(value: Any) -> bool:
 
 
 def _bad_manifest(source: Path | str, problem: str) -> NoReturn:
-    raise BundleError("bad_manifest", f"{source} {problem}; re-publish the bundle with a valid manifest")
+    raise BundleError("bad_manifest", f"{source} {problem}. Publish the bundle again with a valid manifest.")
 
 
 def _check_present(bundle: Path, names: list[str]) -> None:
     if not bundle.is_dir():
-        raise BundleError("missing_file", f"bundle folder {bundle} does not exist; pass the folder that holds {MANIFEST_FILE}")
+        raise BundleError(
+            "missing_file", f"bundle folder {bundle} does not exist. Pass the folder that contains {MANIFEST_FILE}."
+        )
 
     for name in names:
         if not (bundle / name).is_file():
-            raise BundleError("missing_file", f"{bundle / name} is missing; copy the complete bundle again")
+            raise BundleError("missing_file", f"{bundle / name} is missing. Copy the complete bundle again.")
 
 
 def _parse_manifest(document: bytes, *, source: Path) -> dict:
     try:
         manifest = json.loads(document)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BundleError("bad_manifest", f"{source} is not valid JSON ({error}); copy the bundle again") from error
+        raise BundleError("bad_manifest", f"{source} is not valid JSON ({error}). Copy the bundle again.") from error
 
     if not isinstance(manifest, dict):
         _bad_manifest(source, f"is a JSON {type(manifest).__name__}, not an object")
@@ -333,16 +352,23 @@ def _trusted_key(signer: Any, *, trusted_keys: Path, manifest_path: Path) -> Ed2
     if not path.is_file():
         raise BundleError(
             "unknown_key",
-            f"{manifest_path} is signed with key {signer}, which is not in {trusted_keys}; if you trust the publisher, "
-            f"add its public key as {path}",
+            f"{manifest_path} is signed with key {signer}, which is not in {trusted_keys}. If you trust the publisher, "
+            f"add its public key as {path}.",
         )
 
     try:
         public_key = serialization.load_pem_public_key(path.read_bytes())
     except ValueError as error:
-        raise BundleError("unknown_key", f"trusted key file {path} is not a PEM public key ({error}); replace it with the publisher's public key") from error
+        raise BundleError(
+            "unknown_key",
+            f"trusted key file {path} is not a PEM public key ({error}). Replace it with the publisher's public key.",
+        ) from error
     if not isinstance(public_key, Ed25519PublicKey) or key_id(public_key) != signer:
-        raise BundleError("unknown_key", f"trusted key file {path} does not hold the Ed25519 key {signer}; replace it with the publisher's public key")
+        raise BundleError(
+            "unknown_key",
+            f"trusted key file {path} does not contain the Ed25519 key {signer}. "
+            "Replace it with the publisher's public key.",
+        )
     return public_key
 
 
@@ -350,10 +376,14 @@ def _check_signature(document: bytes, signature_path: Path, public_key: Ed25519P
     try:
         signature = base64.b64decode(signature_path.read_bytes().strip(), validate=True)
     except binascii.Error as error:
-        raise BundleError("bad_signature", f"{signature_path} is not base64 ({error}); copy the bundle again") from error
+        raise BundleError("bad_signature", f"{signature_path} is not base64 ({error}). Copy the bundle again.") from error
 
     if len(signature) != _SIGNATURE_LENGTH:
-        raise BundleError("bad_signature", f"{signature_path} holds {len(signature)} bytes, not a {_SIGNATURE_LENGTH}-byte Ed25519 signature; copy the bundle again")
+        raise BundleError(
+            "bad_signature",
+            f"{signature_path} contains {len(signature)} bytes, not a {_SIGNATURE_LENGTH}-byte Ed25519 signature. "
+            "Copy the bundle again.",
+        )
 
     try:
         public_key.verify(signature, document)
@@ -361,7 +391,7 @@ def _check_signature(document: bytes, signature_path: Path, public_key: Ed25519P
         raise BundleError(
             "bad_signature",
             f"{signature_path} does not verify {signature_path.with_name(MANIFEST_FILE)} with key {key_id(public_key)}: "
-            "the manifest or its signature changed after signing; do not run this bundle, publish it again",
+            "the manifest or its signature changed after signing. Do not run this bundle. Publish it again.",
         ) from error
 
 
@@ -375,21 +405,25 @@ def _check_location(bundle: Path, manifest: dict) -> None:
         raise BundleError(
             "bad_manifest",
             f"{bundle / MANIFEST_FILE} is for device {manifest['device_id']!r} version {manifest['version']!r}, "
-            f"but the bundle is installed as device {device_id!r} version {version!r}; install it in the folder its manifest names",
+            f"but the bundle is installed as device {device_id!r} version {version!r}. "
+            "Install it in the folder its manifest names.",
         )
 
 
 def _check_file(path: Path, listed: dict) -> None:
     size = path.stat().st_size
     if size != listed["bytes"]:
-        raise BundleError("hash_mismatch", f"{path} has {size} bytes but {MANIFEST_FILE} lists {listed['bytes']}; copy the bundle again")
+        raise BundleError(
+            "hash_mismatch", f"{path} has {size} bytes but {MANIFEST_FILE} lists {listed['bytes']}. Copy the bundle again."
+        )
 
     with path.open("rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     if digest != listed["sha256"]:
         raise BundleError(
             "hash_mismatch",
-            f"{path} has sha256 {digest} but {MANIFEST_FILE} lists {listed['sha256']}: the file changed after signing; copy the bundle again",
+            f"{path} has sha256 {digest} but {MANIFEST_FILE} lists {listed['sha256']}, "
+            "so the file changed after signing. Copy the bundle again.",
         )
 
 
@@ -399,5 +433,5 @@ def _check_unlisted(bundle: Path, manifest: dict) -> None:
     if unlisted:
         raise BundleError(
             "unlisted_file",
-            f"bundle {bundle} holds {unlisted}, which {MANIFEST_FILE} does not list; remove them or copy the bundle again",
+            f"bundle {bundle} contains {unlisted}, which {MANIFEST_FILE} does not list. Remove them or copy the bundle again.",
         )

@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="daqflow edge", description="Verify and run signed daqflow model bundles on an edge box.")
+    parser = argparse.ArgumentParser(
+        prog="daqflow edge", description="Verify and run signed daqflow model bundles on an edge box."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     verify = commands.add_parser("verify", help="check a bundle's signature and hashes and that this box can run it")
@@ -54,21 +56,35 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="classify every window of a raw recording with a verified bundle")
     _add_bundle_arguments(predict)
     predict.add_argument("recording", help="path of the raw recording (.mat, .csv, .parquet or .npy)")
-    predict.add_argument("--channel", help="channel to read, e.g. DE_time; default: the channel named in the manifest")
-    predict.add_argument("--sampling-rate-hz", type=float, help="rate the recording was made at, in Hz (required for files that do not store it, such as .mat)")
-    predict.add_argument("--shaft-speed-rpm", type=float, help="shaft speed in rpm; default: the speed stored in the file, else the manifest's default")
+    predict.add_argument("--channel", help="channel to read, e.g. DE_time (default: the channel named in the manifest)")
+    predict.add_argument(
+        "--sampling-rate-hz",
+        type=float,
+        help="rate the recording was made at, in Hz (required for files that do not store it, such as .mat)",
+    )
+    predict.add_argument(
+        "--shaft-speed-rpm",
+        type=float,
+        help="shaft speed in rpm (default: the speed stored in the file, else the manifest's default)",
+    )
     predict.set_defaults(run=_predict)
 
-    roll_back = commands.add_parser("rollback", help="put the version that was in service before the current one back into service")
+    roll_back = commands.add_parser(
+        "rollback", help="put the version that was in service before the current one back into service"
+    )
     roll_back.add_argument("--device", required=True, help="device id")
-    roll_back.add_argument("--edge-dir", type=Path, default=DEFAULT_EDGE_DIR, help=f"edge root folder (default: {DEFAULT_EDGE_DIR})")
+    roll_back.add_argument(
+        "--edge-dir", type=Path, default=DEFAULT_EDGE_DIR, help=f"edge root folder (default: {DEFAULT_EDGE_DIR})"
+    )
     roll_back.set_defaults(run=_rollback)
     return parser
 
 
 def _add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, help="bundle folder, or device folder to use the bundle in service")
-    parser.add_argument("--trusted-keys", type=Path, help="folder of trusted public keys; default: trusted_keys in the bundle's edge root")
+    parser.add_argument(
+        "--trusted-keys", type=Path, help="folder of trusted public keys (default: trusted_keys in the bundle's edge root)"
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -40,8 +40,8 @@ def bundle_dir(edge_root: Path, device_id: str, version: str) -> Path:
     Raises:
         LayoutError: `device_id` or `version` is not a plain folder name.
     """
-    _check_name(device_id, what="device id")
-    _check_name(version, what="version")
+    _check_name(device_id, kind="device id")
+    _check_name(version, kind="version")
     return _device_dir(edge_root, device_id) / BUNDLES_DIR / version
 
 
@@ -63,17 +63,17 @@ def install_bundle(edge_root: Path, device_id: str, version: str, files: dict[st
     target = bundle_dir(edge_root, device_id, version)
     if target.exists():
         raise LayoutError(
-            f"bundle folder {target} already exists; publish under a new version "
-            "instead of overwriting a bundle that may be in service"
+            f"bundle folder {target} already exists. Publish under a new version "
+            "instead of overwriting a bundle that may be in service."
         )
 
     for name in files:
-        _check_name(name, what="bundle file name")
+        _check_name(name, kind="bundle file name")
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=target.parent))
     try:
-        # mkdtemp creates the folder readable by its owner only; the runtime may run as another user.
+        # mkdtemp creates the folder readable by its owner only, but the runtime may run as another user.
         staging.chmod(0o755)
         for name, data in files.items():
             (staging / name).write_bytes(data)
@@ -105,10 +105,10 @@ def read_history(edge_root: Path, device_id: str) -> list[str]:
     try:
         history = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise LayoutError(f"{path} is not valid JSON ({error}); restore it or remove it and call set_current again") from error
+        raise LayoutError(f"{path} is not valid JSON ({error}). Restore it or remove it and call set_current again.") from error
 
     if not isinstance(history, list) or not all(isinstance(version, str) for version in history):
-        raise LayoutError(f"{path} must be a JSON list of version strings; restore it or remove it and call set_current again")
+        raise LayoutError(f"{path} must be a JSON list of version strings. Restore it or remove it and call set_current again.")
     return history
 
 
@@ -116,22 +116,25 @@ def set_current(edge_root: Path, device_id: str, version: str) -> None:
     """Put a bundle version into service and append it to the device's history.
 
     history.json is written before `current`, so after a crash between the
-    two writes `rollback` reports the mismatch instead of guessing.
+    two writes `rollback` reports the mismatch instead of guessing. Calling
+    `set_current` again repairs it, because a version already at the end of
+    the history is not appended twice.
 
     Raises:
         LayoutError: the bundle folder of `version` does not exist.
     """
     target = bundle_dir(edge_root, device_id, version)
     if not target.is_dir():
-        raise LayoutError(f"bundle folder {target} does not exist; install the bundle before putting version {version!r} into service")
-
-    history = read_history(edge_root, device_id)
-    if current_version(edge_root, device_id) == version and history[-1:] == [version]:
-        return
+        raise LayoutError(
+            f"bundle folder {target} does not exist. Install the bundle before putting version {version!r} into service."
+        )
 
     device = _device_dir(edge_root, device_id)
-    _write_atomically(device / HISTORY_FILE, json.dumps([*history, version], indent=2) + "\n")
-    _write_atomically(device / CURRENT_FILE, version + "\n")
+    history = read_history(edge_root, device_id)
+    if history[-1:] != [version]:
+        _write_atomically(device / HISTORY_FILE, json.dumps([*history, version], indent=2) + "\n")
+    if current_version(edge_root, device_id) != version:
+        _write_atomically(device / CURRENT_FILE, version + "\n")
 
 
 def rollback(edge_root: Path, device_id: str) -> str:
@@ -150,16 +153,18 @@ def rollback(edge_root: Path, device_id: str) -> str:
     device = _device_dir(edge_root, device_id)
     current = current_version(edge_root, device_id)
     if current is None:
-        raise LayoutError(f"device {device_id!r} has no version in service under {device}; nothing to roll back")
+        raise LayoutError(f"device {device_id!r} has no version in service under {device}. Nothing to roll back.")
 
     history = read_history(edge_root, device_id)
     if history[-1:] != [current]:
         raise LayoutError(
-            f"device {device_id!r}: current is {current!r} but history.json ends with {history[-1:]}; "
-            f"call set_current with the version that should be in service to repair {device}"
+            f"device {device_id!r}: current is {current!r} but history.json ends with {history[-1:]}. "
+            f"Call set_current with the version that should be in service to repair {device}."
         )
     if len(history) < 2:
-        raise LayoutError(f"device {device_id!r} has no version before {current!r} in its history; publish another version instead")
+        raise LayoutError(
+            f"device {device_id!r} has no version before {current!r} in its history. Publish another version instead."
+        )
 
     previous = history[-2]
     _write_atomically(device / HISTORY_FILE, json.dumps(history[:-1], indent=2) + "\n")
@@ -170,8 +175,8 @@ def rollback(edge_root: Path, device_id: str) -> str:
 def resolve_bundle(path: Path) -> Path:
     """Return the bundle folder for `path`, which is a bundle folder or a device folder.
 
-    A device folder is one with a `current` file or a `bundles` folder; its
-    bundle in service is returned. Any other folder is taken as a bundle
+    A device folder is one with a `current` file or a `bundles` folder, and
+    for it the bundle in service is returned. Any other folder is taken as a bundle
     folder, and `verify_bundle` reports what is missing in it.
 
     Raises:
@@ -179,7 +184,7 @@ def resolve_bundle(path: Path) -> Path:
     """
     path = Path(path)
     if not path.is_dir():
-        raise LayoutError(f"bundle path {path} does not exist or is not a folder; pass a bundle folder or a device folder")
+        raise LayoutError(f"bundle path {path} does not exist or is not a folder. Pass a bundle folder or a device folder.")
 
     is_device = (path / CURRENT_FILE).is_file() or (path / BUNDLES_DIR).is_dir()
     if not is_device:
@@ -188,9 +193,9 @@ def resolve_bundle(path: Path) -> Path:
     current_file = path / CURRENT_FILE
     version = current_file.read_text(encoding="utf-8").strip() if current_file.is_file() else ""
     if not version:
-        raise LayoutError(f"device folder {path} has no version in service; call set_current or pass a bundle folder")
+        raise LayoutError(f"device folder {path} has no version in service. Call set_current or pass a bundle folder.")
 
-    _check_name(version, what=f"version in {current_file}")
+    _check_name(version, kind=f"version in {current_file}")
     return path / BUNDLES_DIR / version
 
 
@@ -213,20 +218,22 @@ def find_trusted_keys(bundle: Path) -> Path:
     if location is None:
         raise LayoutError(
             f"bundle {bundle} is not inside an edge root (<edge_root>/{DEVICES_DIR}/<device_id>/{BUNDLES_DIR}/<version>), "
-            "so its trusted keys cannot be found; pass the trusted keys folder explicitly (--trusted-keys)"
+            "so its trusted keys cannot be found. Pass the trusted keys folder explicitly (--trusted-keys)."
         )
     return trusted_keys_dir(location[0])
 
 
 def _device_dir(edge_root: Path, device_id: str) -> Path:
-    _check_name(device_id, what="device id")
+    _check_name(device_id, kind="device id")
     return Path(edge_root) / DEVICES_DIR / device_id
 
 
-def _check_name(name: str, *, what: str) -> None:
+def _check_name(name: str, *, kind: str) -> None:
     # Names become path components: a separator or ".." would escape the edge root.
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
-        raise LayoutError(f"{what} {name!r} is not a plain folder or file name; use letters, digits, '-', '_' or '.' without '/'")
+        raise LayoutError(
+            f"{kind} {name!r} is not a plain folder or file name. Use letters, digits, '-', '_' or '.' without '/'."
+        )
 
 
 def _write_atomically(path: Path, text: str) -> None:

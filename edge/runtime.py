@@ -15,15 +15,16 @@ Two input kinds are supported, chosen by the manifest's ``input_spec.kind``:
 Every model must have an output named ``probabilities`` of shape
 ``(n_windows, n_classes)``, in the order of the manifest's ``classes``.
 
-This module imports numpy, scipy, onnxruntime, cryptography and the daqflow
-signal modules only, never the training stack.
+Neither this module nor anything it imports loads Prefect, Dask, LightGBM or
+torch, so the edge box needs only the runtime dependencies: numpy, scipy,
+onnxruntime, cryptography and what `tasks.readers` reads files with.
 """
 
 from __future__ import annotations
 
 import hashlib
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,9 @@ class EdgeModel:
     """
 
     bundle: Path
-    manifest: dict[str, Any]
-    config: FeatureConfig
-    session: onnxruntime.InferenceSession
+    manifest: dict[str, Any] = field(repr=False)
+    config: FeatureConfig = field(repr=False)
+    session: onnxruntime.InferenceSession = field(repr=False)
 
     @classmethod
     def load(cls, bundle: Path, *, trusted_keys: Path | None = None) -> EdgeModel:
@@ -117,13 +118,15 @@ class EdgeModel:
     ) -> dict[str, Any]:
         """Classify every window of one channel's raw samples.
 
-        Cost: the whole signal and all its windows are held in memory at once,
-        about 25 float64 copies of the signal for a feature model.
+        Cost: the whole signal is processed at once. `frame` returns a view,
+        but a feature model's `extract_features` makes several float64
+        temporaries the size of all windows, which is twice the signal at
+        the default 50 % overlap.
 
         Args:
             values: raw 1-D samples as recorded.
             sampling_rate_hz: rate at which `values` was recorded.
-            shaft_speed_rpm: shaft speed during the recording; defaults to
+            shaft_speed_rpm: shaft speed during the recording. Defaults to
                 the manifest's ``default_shaft_speed_rpm``.
 
         Returns:
@@ -150,11 +153,11 @@ class EdgeModel:
         Args:
             path: local path or fsspec URL of a recording in a format that
                 `tasks.readers` reads (.mat, .csv, .parquet, .npy).
-            channel: the channel to read; defaults to the manifest's
+            channel: the channel to read. Defaults to the manifest's
                 ``feature_spec.channel``, else the file's only channel.
             sampling_rate_hz: rate of the recording. Required, because
                 recordings such as CWRU .mat files do not store it.
-            shaft_speed_rpm: shaft speed; defaults to the speed stored in the
+            shaft_speed_rpm: shaft speed. Defaults to the speed stored in the
                 file, else the manifest's ``default_shaft_speed_rpm``.
 
         Returns:
@@ -163,7 +166,7 @@ class EdgeModel:
             ``{"window_index", "window_start", "label", "probabilities"}``,
             with ``window_start`` in seconds from the start of the recording
             and ``probabilities`` by class name. The majority label is the
-            most frequent window label; a tie goes to the class with the
+            most frequent window label, and a tie goes to the class with the
             larger summed probability.
 
         Raises:
@@ -209,6 +212,7 @@ class EdgeModel:
         return self._result(np.asarray(probabilities, dtype=np.float64), recording=recording)
 
     def _windows(self, values: np.ndarray, *, sampling_rate_hz: float, source: str) -> np.ndarray:
+        # The samples passed _checked_samples, so condition() can only fail on the rate.
         try:
             conditioned = condition(values, sampling_rate_hz, self.config)
         except ValueError as error:
@@ -272,23 +276,26 @@ def _majority(counts: np.ndarray, probabilities: np.ndarray) -> int:
 
 
 def _checked_samples(values: np.ndarray, *, sampling_rate_hz: float, source: str) -> np.ndarray:
-    if isinstance(sampling_rate_hz, bool) or not isinstance(sampling_rate_hz, numbers.Real) or not 0 < sampling_rate_hz < float("inf"):
+    is_number = isinstance(sampling_rate_hz, numbers.Real) and not isinstance(sampling_rate_hz, bool)
+    if not is_number or not 0 < sampling_rate_hz < float("inf"):
         raise RecordingError(
             "invalid_sampling_rate",
-            f"{source} has sampling rate {sampling_rate_hz!r}; pass the positive rate in Hz it was recorded at with --sampling-rate-hz.",
+            f"{source} has sampling rate {sampling_rate_hz!r}. "
+            "Pass the positive rate in Hz it was recorded at with --sampling-rate-hz.",
         )
 
     samples = np.asarray(values, dtype=np.float64)
     if samples.ndim != 1:
-        raise RecordingError("invalid_value", f"{source} has shape {samples.shape}; pass one channel as a 1-D array.")
+        raise RecordingError("invalid_value", f"{source} has shape {samples.shape}. Pass one channel as a 1-D array.")
     if samples.size == 0:
-        raise RecordingError("too_short", f"{source} has no samples; pass a recording with at least one window of data.")
+        raise RecordingError("too_short", f"{source} has no samples. Pass a recording with at least one window of data.")
 
     bad = np.flatnonzero(~np.isfinite(samples))
     if bad.size:
         raise RecordingError(
             "non_finite",
-            f"{source} has {bad.size} NaN or infinite samples (first at index {bad[0]}); repair the recording before classifying it.",
+            f"{source} has {bad.size} NaN or infinite samples (first at index {bad[0]}). "
+            "Repair the recording before classifying it.",
         )
     return samples
 
@@ -297,7 +304,9 @@ def _read_model(bundle: Path, manifest: dict[str, Any]) -> bytes:
     # verify_bundle hashed the file already, but it could be replaced before this second read.
     model = (bundle / MODEL_FILE).read_bytes()
     if hashlib.sha256(model).hexdigest() != manifest["files"][MODEL_FILE]["sha256"]:
-        raise BundleError("hash_mismatch", f"{bundle / MODEL_FILE} changed after it was verified; copy the bundle again and retry")
+        raise BundleError(
+            "hash_mismatch", f"{bundle / MODEL_FILE} changed after it was verified. Copy the bundle again and retry."
+        )
     return model
 
 
@@ -308,15 +317,15 @@ def _feature_config(manifest: dict[str, Any], bundle: Path) -> FeatureConfig:
     except (KeyError, TypeError, ValueError) as error:
         raise BundleError(
             "unsupported",
-            f"bundle {bundle} has a feature config this runtime cannot read ({error}); update daqflow on the edge box",
+            f"bundle {bundle} has a feature config this runtime cannot read ({error}). Update daqflow on the edge box.",
         ) from None
 
     if config.config_hash() != feature_spec.get("config_hash"):
         raise BundleError(
             "unsupported",
             f"bundle {bundle} was trained with feature config hash {feature_spec.get('config_hash')}, but this runtime "
-            f"computes {config.config_hash()} for the same settings, so its feature code differs; install the daqflow "
-            "version the model was trained with on the edge box",
+            f"computes {config.config_hash()} for the same settings, so its feature code differs. Install the daqflow "
+            "version the model was trained with on the edge box.",
         )
     return config
 
@@ -326,7 +335,7 @@ def _check_input_spec(manifest: dict[str, Any], config: FeatureConfig, bundle: P
     if input_spec["kind"] not in INPUT_KINDS or input_spec["dtype"] != "float32":
         raise BundleError(
             "unsupported",
-            f"bundle {bundle} needs a {input_spec['dtype']} input of kind {input_spec['kind']!r}; this runtime "
+            f"bundle {bundle} needs a {input_spec['dtype']} input of kind {input_spec['kind']!r}. This runtime "
             f"supports float32 inputs of kind {', '.join(INPUT_KINDS)}. Update daqflow on the edge box.",
         )
 
@@ -336,13 +345,13 @@ def _check_input_spec(manifest: dict[str, Any], config: FeatureConfig, bundle: P
             raise BundleError(
                 "unsupported",
                 f"bundle {bundle} expects features {input_spec.get('feature_names')}, but this runtime computes "
-                f"{expected} for its feature config; install the daqflow version the model was trained with",
+                f"{expected} for its feature config. Install the daqflow version the model was trained with.",
             )
     elif input_spec.get("shape") != [None, 1, config.window_length]:
         raise BundleError(
             "unsupported",
             f"bundle {bundle} declares waveform shape {input_spec.get('shape')}, but its feature config cuts windows "
-            f"of {config.window_length} samples, so the shape must be [null, 1, {config.window_length}]; publish it again",
+            f"of {config.window_length} samples, so the shape must be [null, 1, {config.window_length}]. Publish it again.",
         )
 
 
@@ -352,8 +361,8 @@ def _open_session(model: bytes, manifest: dict[str, Any], bundle: Path) -> onnxr
     except _SESSION_ERRORS as error:
         raise BundleError(
             "unsupported",
-            f"{bundle / MODEL_FILE} cannot be loaded by onnxruntime {onnxruntime.__version__} ({error}); "
-            "update onnxruntime on the edge box or export the model for this version",
+            f"{bundle / MODEL_FILE} cannot be loaded by onnxruntime {onnxruntime.__version__} ({error}). "
+            "Update onnxruntime on the edge box or export the model for this version.",
         ) from None
 
     input_names = [node.name for node in session.get_inputs()]
@@ -361,7 +370,7 @@ def _open_session(model: bytes, manifest: dict[str, Any], bundle: Path) -> onnxr
     if input_names != [manifest["input_spec"]["name"]] or PROBABILITIES_OUTPUT not in output_names:
         raise BundleError(
             "unsupported",
-            f"{bundle / MODEL_FILE} has inputs {input_names} and outputs {output_names}; the manifest needs the single "
+            f"{bundle / MODEL_FILE} has inputs {input_names} and outputs {output_names}. The manifest needs the single "
             f"input {manifest['input_spec']['name']!r} and an output {PROBABILITIES_OUTPUT!r}. Export the model again.",
         )
 
@@ -370,6 +379,6 @@ def _open_session(model: bytes, manifest: dict[str, Any], bundle: Path) -> onnxr
         raise BundleError(
             "unsupported",
             f"{bundle / MODEL_FILE} returns {classes} class probabilities but the manifest lists "
-            f"{len(manifest['classes'])} classes; publish the bundle again",
+            f"{len(manifest['classes'])} classes. Publish the bundle again.",
         )
     return session

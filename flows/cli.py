@@ -7,6 +7,9 @@ Heavy imports (Prefect, Dask) happen inside the subcommands, so that
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
+import io
 import json
 import sys
 from pathlib import Path
@@ -43,8 +46,34 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--summary-json", type=Path, help="also write the summary JSON to this file")
     build.set_defaults(handler=_build)
 
-    demo = commands.add_parser("demo", help="run the pipeline on the sample recordings in data/sample")
+    run = commands.add_parser("run", help="run the nightly retraining once: build, train, gate, publish")
+    run.add_argument("--manifest", required=True, help="recordings manifest CSV (path or fsspec URL)")
+    run.add_argument("--fleet", type=Path, help="fleet configuration TOML (default: one LightGBM model per device)")
+    _add_workdir(run)
+    run.add_argument("--summary-json", type=Path, help="also write the run summary JSON to this file")
+    run.set_defaults(handler=_run)
+
+    evaluate = commands.add_parser("evaluate", help="score the current champions on a labelled manifest")
+    evaluate.add_argument("--manifest", required=True, help="labelled recordings manifest CSV")
+    evaluate.add_argument("--fleet", type=Path, help="fleet configuration TOML the champions were trained with")
+    _add_workdir(evaluate)
+    evaluate.add_argument("--summary-json", type=Path, help="also write the report JSON to this file")
+    evaluate.set_defaults(handler=_evaluate)
+
+    fixtures = commands.add_parser("fixtures", help="generate test inputs")
+    fixture_kinds = fixtures.add_subparsers(dest="fixture", required=True)
+    fleet = fixture_kinds.add_parser("fleet", help="derive a fleet of devices from the real sample recordings")
+    fleet.add_argument("--devices", type=int, default=27, help="number of devices (default 27)")
+    fleet.add_argument("--out", type=Path, required=True, help="output folder for the raw files and recordings.csv")
+    fleet.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fleet.add_argument("--manifest", type=Path, default=SAMPLE_MANIFEST, help="source manifest (default: the sample)")
+    fleet.set_defaults(handler=_fixtures_fleet)
+
+    demo = commands.add_parser(
+        "demo", help="derive a 27-device fleet from data/sample, run the nightly retraining on it, predict at the edge"
+    )
     _add_workdir(demo)
+    demo.add_argument("--devices", type=int, default=27, help="devices in the derived fleet (default 27)")
     demo.set_defaults(handler=_demo)
 
     commands.add_parser("edge", help="edge runtime: verify, predict, rollback (see `daqflow edge --help`)")
@@ -92,14 +121,113 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from flows._runtime import configure_environment
+
+    configure_environment()
+    from blocks.edge import EdgeTarget
+    from blocks.storage import LocalStorage
+    from flows.nightly_retrain import nightly_retrain
+
+    summary = _run_flow(
+        nightly_retrain,
+        manifest=str(args.manifest),
+        fleet=str(args.fleet) if args.fleet else None,
+        storage=LocalStorage(basepath=str(args.workdir)),
+        edge_target=EdgeTarget(basepath=str(args.workdir / "edge")),
+    )
+    _print_run(summary)
+    _write_json(args.summary_json, summary)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from flows._runtime import configure_environment
+
+    configure_environment()
+    from blocks.storage import LocalStorage
+    from flows.evaluate import evaluate_champions
+
+    report = _run_flow(
+        evaluate_champions,
+        manifest=str(args.manifest),
+        storage=LocalStorage(basepath=str(args.workdir)),
+        fleet=str(args.fleet) if args.fleet else None,
+    )
+    print(json.dumps({"models": report["models"]}, indent=2, sort_keys=True))
+    _write_json(args.summary_json, report)
+    return 0
+
+
+def _fixtures_fleet(args: argparse.Namespace) -> int:
+    from tasks.fixtures import derive_fleet
+
+    manifest = derive_fleet(args.manifest, n_devices=args.devices, out_dir=args.out, seed=args.seed)
+    print(manifest)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     if not SAMPLE_MANIFEST.exists():
         print(f"sample manifest not found at {SAMPLE_MANIFEST}; run the demo from a daqflow checkout", file=sys.stderr)
         return 2
-    build_args = argparse.Namespace(
-        manifest=SAMPLE_MANIFEST, workdir=args.workdir, windows_per_partition=8, batches=4, summary_json=None
-    )
-    return _build(build_args)
+    from tasks.fixtures import derive_fleet
+
+    fleet_dir = args.workdir / "fleet"
+    manifest = derive_fleet(SAMPLE_MANIFEST, n_devices=args.devices, out_dir=fleet_dir)
+    print(f"derived a {args.devices}-device fleet from the real recordings in {SAMPLE_MANIFEST.parent}: {manifest}")
+
+    summary_path = args.workdir / "demo-summary.json"
+    status = _run(argparse.Namespace(manifest=manifest, fleet=None, workdir=args.workdir, summary_json=summary_path))
+    if status != 0:
+        return status
+    return _demo_predict(json.loads(summary_path.read_text()), manifest)
+
+
+def _demo_predict(summary: dict[str, Any], manifest: Path) -> int:
+    """Run the edge runtime on one held-out raw recording and print its verdict beside the true label."""
+    from edge.cli import main as edge_main
+
+    published = [m for m in summary["models"] if m["bundle"]]
+    if not published:
+        print("no bundle was published, nothing to predict with", file=sys.stderr)
+        return 1
+    model = published[0]
+    rows = [r for r in csv.DictReader(manifest.open()) if r["device_id"] == model["device_id"]]
+    row = max(rows, key=lambda r: r["recorded_at"])  # the newest recording, held out from training
+    recording = manifest.parent / row["path"]
+    bundle = Path(model["bundle"]).parent.parent
+    print(f"\nedge predict: device {model['device_id']}, recording {recording}, true label {row['label']}")
+    argv = ["predict", str(bundle), str(recording), "--sampling-rate-hz", row["sampling_rate_hz"]]
+    if row.get("shaft_speed_rpm"):
+        argv += ["--shaft-speed-rpm", row["shaft_speed_rpm"]]
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        status = edge_main(argv)
+    if status != 0:
+        print(output.getvalue())
+        return status
+    result = json.loads(output.getvalue())
+    print(f"edge verdict: {result['majority_label']} over {result['window_count']} windows; true label: {row['label']}")
+    return 0
+
+
+def _print_run(summary: dict[str, Any]) -> None:
+    dataset = summary["dataset"]
+    print(f"flow run {summary['flow_run_id']}")
+    print(f"dataset {dataset['version']}: {dataset['recordings']} recordings, {dataset['windows']} windows, {dataset['partitions']} partitions")
+    for item in dataset["quarantined"]:
+        print(f"  quarantined {item['path']} [{item['reason']}]")
+    print(f"{'device':<20}{'model':<10}{'status':<19}{'version':<18}{'accuracy':>9}{'macro-F1':>9}")
+    for model in summary["models"]:
+        metrics = model["metrics"]
+        accuracy = f"{metrics['accuracy']:.3f}" if "accuracy" in metrics else "-"
+        f1 = f"{metrics['macro_f1']:.3f}" if "macro_f1" in metrics else "-"
+        print(f"{model['device_id']:<20}{model['model_type']:<10}{model['status']:<19}{model['version'] or '-':<18}{accuracy:>9}{f1:>9}")
+        if model.get("reason"):
+            print(f"    {model['reason']}")
+    print(f"edge: {summary['edge']['location']}, {len(summary['edge']['published'])} bundles published")
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items()))
 
 
 def _print_dataset(summary: dict[str, Any]) -> None:

@@ -99,8 +99,10 @@ def run_summary(dataset: dict[str, Any], records: list[dict[str, Any]], edge: di
     for record in records:
         status = record["status"]
         bundle = bundles.get(record["device_id"], {})
+        reason = record.get("reason")
         if status == "promoted":
-            status = "published" if bundle.get("published") or bundle.get("version") == record["version"] else "failed"
+            status = "published" if bundle.get("bundle") and bundle.get("version") == record["version"] else "failed"
+            reason = reason or bundle.get("error")
         metrics = record.get("metrics") or {}
         models.append(
             {
@@ -111,7 +113,7 @@ def run_summary(dataset: dict[str, Any], records: list[dict[str, Any]], edge: di
                 "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1") if k in metrics},
                 "bundle": bundle.get("bundle"),
                 "gate": record.get("gate"),
-                "reason": record.get("reason"),
+                "reason": reason,
             }
         )
     return {

@@ -16,7 +16,8 @@ from prefect.logging import get_run_logger
 
 from blocks.edge import EdgeTarget, resolve_edge_target
 from blocks.storage import StorageBlock, resolve_storage
-from edge.layout import rollback
+from edge.bundle import add_trusted_key
+from edge.layout import rollback, trusted_keys_dir
 from tasks.fleet_tasks import publish_bundle
 from tasks.registry import ModelRegistry
 
@@ -42,6 +43,8 @@ def publish_edge(
     edge_root = target.root()
     signing_key = target.get_signing_key(store)
     device_ids = devices if devices is not None else ModelRegistry(store).devices()
+    # Trust the signing key once, before the devices publish in parallel.
+    add_trusted_key(trusted_keys_dir(edge_root), signing_key.public_key())
 
     futures = [
         publish_bundle.submit(device_id, store=store, edge_root=edge_root, signing_key=signing_key)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -28,9 +29,10 @@ from tasks.dataset import code_version, load_device_frame
 from tasks.fleet import DeviceConfig
 from tasks.gate import GateConfig, decide
 from tasks.metrics import classification_metrics
+from tasks.onnx_export import check_parity
 from tasks.registry import ModelRegistry
 from tasks.store import Store
-from tasks.train import split_train_eval, train_lightgbm, training_key
+from tasks.train import TrainConfig, split_train_eval, train_lightgbm, training_key
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +117,7 @@ def train_and_gate(
     return record
 
 
-def _with_threads(device: DeviceConfig, num_threads: int):
-    from dataclasses import replace
-
+def _with_threads(device: DeviceConfig, num_threads: int) -> TrainConfig:
     return replace(device.train, num_threads=num_threads)
 
 
@@ -135,11 +135,11 @@ def _train_and_register(
     """Train a challenger, export it to ONNX, check parity and register it."""
     names = schema["feature_names"]
     if device.model_type == "cnn1d":
-        files, classes, input_spec, native_proba, eval_inputs, onnx_model = _train_cnn1d(store, dataset, device, train, evaluation)
+        files, classes, input_spec, native_proba, eval_inputs, onnx_model = _train_cnn1d(store, dataset, device, config, train, evaluation)
     else:
         files, classes, input_spec, native_proba, eval_inputs, onnx_model = _train_lightgbm(device, config, train, evaluation, names)
 
-    parity = check_onnx_parity(onnx_model, input_spec["name"], native_proba, eval_inputs)
+    parity = check_parity(onnx_model, native_proba, eval_inputs, input_name=input_spec["name"], atol=PARITY_ATOL).to_dict()
     if not parity["ok"]:
         raise RuntimeError(
             f"ONNX export of `{device.device_id}` version {version} disagrees with the native model on "
@@ -178,10 +178,10 @@ def _train_lightgbm(device, config, train, evaluation, names):
     return files, model.classes, input_spec, model.predict_proba(eval_features), eval_features, onnx_model
 
 
-def _train_cnn1d(store, dataset, device, train, evaluation):
+def _train_cnn1d(store, dataset, device, train_config, train, evaluation):
     from tasks.cnn1d import Cnn1dConfig, cnn1d_to_onnx, train_cnn1d
 
-    config = Cnn1dConfig.from_dict({**device.train.params, "seed": device.train.seed})
+    config = Cnn1dConfig.from_dict({**train_config.params, "seed": train_config.seed, "num_threads": train_config.num_threads})
     train_windows = load_windows(store, dataset, train)
     eval_windows = load_windows(store, dataset, evaluation)
     trained = train_cnn1d(
@@ -220,15 +220,6 @@ def onnx_probabilities(onnx_model: bytes, input_name: str, inputs: np.ndarray) -
     session = onnxruntime.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
     (probabilities,) = session.run(["probabilities"], {input_name: inputs})
     return probabilities
-
-
-def check_onnx_parity(onnx_model: bytes, input_name: str, native_proba: np.ndarray, inputs: np.ndarray) -> dict[str, Any]:
-    """Compare the ONNX model's probabilities with the native model's on the same float32 inputs."""
-    exported = onnx_probabilities(onnx_model, input_name, inputs).astype(np.float64)
-    native = np.asarray(native_proba, dtype=np.float64)
-    max_abs_diff = float(np.max(np.abs(exported - native))) if len(native) else 0.0
-    mismatches = int(np.count_nonzero(np.argmax(exported, axis=1) != np.argmax(native, axis=1)))
-    return {"windows": len(native), "max_abs_diff": max_abs_diff, "label_mismatches": mismatches, "ok": mismatches == 0 and max_abs_diff <= PARITY_ATOL}
 
 
 def score_champion(

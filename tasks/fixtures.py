@@ -441,29 +441,26 @@ def _cut_label_segments(
     label: str,
     source: SourceChannel,
 ) -> list[Segment]:
-    """Cut `count` non-overlapping segments from the recordings of one label.
+    """Cut `count` non-overlapping segments of one label from one source recording.
 
-    Each segment goes to a random recording that still has room for one more. Only the
-    segments of one device are kept apart: different devices may reuse the same source
-    stretch, with their own gain, noise and offset on it.
+    A device is one machine, so all its recordings of a label come from the same
+    physical fault: one random recording of the label with room for all segments.
+    Different devices draw different recordings, so the fleet mixes fault sizes.
+    Only the segments of one device are kept apart: different devices may reuse
+    the same source stretch, with their own gain, noise and offset on it.
     """
     lengths = [_segment_length(recording, seconds) for recording in recordings]
     capacities = [len(recording.values) // length for recording, length in zip(recordings, lengths)]
-    if sum(capacities) < count:
+    roomy = [i for i, capacity in enumerate(capacities) if capacity >= count]
+    if not roomy:
         raise ValueError(
             _too_short_message(
                 recordings, capacities, count=count, seconds=seconds, label=label, source=source
             )
         )
 
-    counts = [0] * len(recordings)
-    for _ in range(count):
-        open_indices = [i for i, capacity in enumerate(capacities) if counts[i] < capacity]
-        counts[int(rng.choice(open_indices))] += 1
-
-    segments: list[Segment] = []
-    for recording, length, used in zip(recordings, lengths, counts):
-        segments.extend(_place_segments(rng, recording, length=length, count=used))
+    chosen = int(rng.choice(roomy))
+    segments = _place_segments(rng, recordings[chosen], length=lengths[chosen], count=count)
     return [segments[i] for i in rng.permutation(len(segments))]
 
 

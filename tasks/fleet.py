@@ -46,9 +46,8 @@ from typing import Any
 from tasks.dataset import BuildConfig
 from tasks.features import FeatureConfig
 from tasks.gate import GateConfig
-from tasks.train import TrainConfig
+from tasks.train import MODEL_TYPES, TrainConfig
 
-MODEL_TYPES = ("lightgbm", "cnn1d")
 DISPATCH_MODES = ("per_pool", "per_device")
 _FLEET_KEYS = {"daq_id", "max_concurrency", "max_failed_share", "dispatch", "windows_per_partition", "gate", "defaults", "devices"}
 _DEVICE_KEYS = {"model_type", "eval_share", "seed", "params", "features"}

@@ -51,13 +51,21 @@ def train_device(device_id: str, *, store: Store, dataset_version: str, fleet: F
 
 @task(name="publish-bundle", task_run_name="publish-{device_id}", cache_policy=NO_CACHE)
 def publish_bundle(device_id: str, *, store: Store, edge_root: Path, signing_key) -> dict[str, Any]:
-    """Publish the champion of one device; a device without a champion is skipped."""
+    """Publish the champion of one device; a device without a champion is skipped.
+
+    A failure is returned as a record with an ``error``, not raised.
+    """
     registry = ModelRegistry(store)
     champion = registry.get_alias(device_id)
     if champion is None:
         return {"device_id": device_id, "version": None, "bundle": None, "published": False}
-    dataset = read_dataset_manifest(store, registry.manifest(device_id, champion)["dataset_version"])
-    return publish_device(registry, dataset, device_id, champion, edge_root=edge_root, signing_key=signing_key)
+    try:
+        dataset = read_dataset_manifest(store, registry.manifest(device_id, champion)["dataset_version"])
+        return publish_device(registry, dataset, device_id, champion, edge_root=edge_root, signing_key=signing_key)
+    except Exception as error:  # noqa: BLE001 (one device's bundle must not stop the others)
+        reason = f"{type(error).__name__}: {error}"
+        get_run_logger().error("Publishing %s of device %s failed: %s", champion, device_id, reason)
+        return {"device_id": device_id, "version": champion, "bundle": None, "published": False, "error": reason}
 
 
 def emit_training_failure(*, device_id: str, daq_id: str, reason: str) -> None:

@@ -54,7 +54,8 @@ def publish_device(
     model_onnx = registry.read_file(device_id, version, "model.onnx")
     public_key = signing_key.public_key()
     trusted = trusted_keys_dir(edge_root)
-    add_trusted_key(trusted, public_key)
+    if not (trusted / f"{key_id(public_key)}.pem").exists():
+        add_trusted_key(trusted, public_key)
 
     if not target.exists():
         bundle_manifest = build_manifest(

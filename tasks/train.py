@@ -408,7 +408,9 @@ def training_key(
         "device_id": device_id,
         "dataset_version": dataset_version,
         "feature_config_hash": feature_config_hash,
-        "config": config.to_dict(),
+        # Threads follow the pool and the fleet's concurrency, not the model:
+        # with deterministic=True LightGBM grows the same trees on any count.
+        "config": {k: v for k, v in config.to_dict().items() if k != "num_threads"},
         "code_version": code_version,
     }
     if config.model_type == "lightgbm":

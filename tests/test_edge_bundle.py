@@ -13,6 +13,7 @@ from pathlib import Path
 import lightgbm
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from edge.bundle import (
@@ -191,7 +192,7 @@ TAMPERING = [
     pytest.param(_sign_with_other_key, "bad_signature", "does not verify", id="wrong-signature"),
     pytest.param(_edit_signed_manifest, "bad_signature", "does not verify", id="edited-manifest"),
     pytest.param(_write_non_base64_signature, "bad_signature", "is not base64", id="signature-not-base64"),
-    pytest.param(_write_short_signature, "bad_signature", "holds 32 bytes", id="signature-too-short"),
+    pytest.param(_write_short_signature, "bad_signature", "contains 32 bytes", id="signature-too-short"),
     pytest.param(_sign_with_untrusted_key, "unknown_key", "which is not in", id="untrusted-key"),
     pytest.param(_remover("model.onnx"), "missing_file", "model.onnx is missing", id="missing-model"),
     pytest.param(_remover("manifest.json"), "missing_file", "manifest.json is missing", id="missing-manifest"),
@@ -243,7 +244,7 @@ def test_cli_predict_rejects(bundle, model_onnx, recording, capsys, tamper, reas
     assert error["reason"] == reason
 
 
-def test_cli_verify_accepts_bundle_and_device_folder(bundle, capsys):
+def test_cli_verify_accepts_both_folders(bundle, capsys):
     for path in (bundle, bundle.parents[1]):
         status, result = _run_cli(capsys, "verify", str(path))
 
@@ -251,7 +252,7 @@ def test_cli_verify_accepts_bundle_and_device_folder(bundle, capsys):
         assert result == {"ok": True, "device_id": DEVICE, "version": "1"}
 
 
-def test_cli_verify_with_explicit_trusted_keys(bundle, edge_root, tmp_path, capsys):
+def test_cli_verify_explicit_trusted_keys(bundle, edge_root, tmp_path, capsys):
     copy = tmp_path / "copied-bundle"
     copy.mkdir()
     for name in ("model.onnx", "manifest.json", "manifest.sig"):
@@ -266,7 +267,7 @@ def test_cli_verify_with_explicit_trusted_keys(bundle, edge_root, tmp_path, caps
     assert "--trusted-keys" in error["error"]
 
 
-def test_verify_rejects_bundle_in_other_version_folder(edge_root, model_onnx, signing_key):
+def test_verify_rejects_misplaced_bundle(edge_root, model_onnx, signing_key):
     files = make_bundle(model_onnx=model_onnx, manifest=_manifest(model_onnx, signing_key, version="1"), key=signing_key)
     misplaced = install_bundle(edge_root, DEVICE, "2", files)
 
@@ -276,22 +277,24 @@ def test_verify_rejects_bundle_in_other_version_folder(edge_root, model_onnx, si
     assert raised.value.reason == "bad_manifest"
 
 
-def test_verify_rejects_trusted_key_file_with_other_key(bundle, edge_root, signing_key):
+def test_verify_rejects_mismatched_trusted_key(bundle, edge_root, signing_key):
     trusted = trusted_keys_dir(edge_root) / f"{key_id(signing_key.public_key())}.pem"
     trusted.write_bytes(public_key_pem(generate_signing_key()))
 
-    with pytest.raises(BundleError, match="does not hold the Ed25519 key") as raised:
+    with pytest.raises(BundleError, match="does not contain the Ed25519 key") as raised:
         verify_bundle(bundle, trusted_keys=trusted_keys_dir(edge_root))
 
     assert raised.value.reason == "unknown_key"
 
 
-def test_python_module_cli_verifies(bundle, tmp_path):
+def test_python_module_cli_verifies(bundle):
+    command = [sys.executable, "-m", "edge.cli", "verify", str(bundle)]
     environment = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    options = {"capture_output": True, "text": True, "cwd": REPO_ROOT, "env": environment, "timeout": 120}
 
-    good = subprocess.run([sys.executable, "-m", "edge.cli", "verify", str(bundle)], capture_output=True, text=True, cwd=REPO_ROOT, env=environment, timeout=120)
+    good = subprocess.run(command, **options)
     _flip_model_byte(bundle, (bundle / "model.onnx").read_bytes())
-    bad = subprocess.run([sys.executable, "-m", "edge.cli", "verify", str(bundle)], capture_output=True, text=True, cwd=REPO_ROOT, env=environment, timeout=120)
+    bad = subprocess.run(command, **options)
 
     assert good.returncode == 0, good.stderr
     assert json.loads(good.stdout)["ok"] is True
@@ -308,13 +311,13 @@ def test_private_key_pem_round_trip(signing_key):
     assert key_id(loaded.public_key()) == key_id(signing_key.public_key())
 
 
-def test_key_id_is_sha256_prefix_of_raw_public_key(signing_key):
+def test_key_id_hashes_raw_public_key(signing_key):
     raw = signing_key.public_key().public_bytes_raw()
 
     assert key_id(signing_key.public_key()) == hashlib.sha256(raw).hexdigest()[:16]
 
 
-def test_public_key_pem_is_subject_public_key_info(signing_key):
+def test_public_key_pem_format(signing_key):
     pem = public_key_pem(signing_key)
 
     assert pem.startswith(b"-----BEGIN PUBLIC KEY-----")
@@ -322,8 +325,6 @@ def test_public_key_pem_is_subject_public_key_info(signing_key):
 
 
 def test_load_private_key_rejects_other_key_types():
-    from cryptography.hazmat.primitives import serialization
-
     pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -347,7 +348,7 @@ def test_manifest_bytes_reject_nan(model_onnx, signing_key):
     manifest = _manifest(model_onnx, signing_key)
     manifest["metrics"]["macro_f1"] = float("nan")
 
-    with pytest.raises(ValueError, match="store such metrics as null"):
+    with pytest.raises(ValueError, match="Store such metrics as null"):
         manifest_bytes(manifest)
 
 
@@ -442,14 +443,28 @@ def test_rollback_without_version_in_service_fails(edge_root):
         rollback(edge_root, DEVICE)
 
 
-def test_rollback_detects_current_missing_from_history(edge_root, model_onnx, signing_key):
+def test_rollback_detects_inconsistent_history(edge_root, model_onnx, signing_key):
+    for version in ("1", "2"):
+        _publish(edge_root, model_onnx, signing_key, version=version)
+        set_current(edge_root, DEVICE, version)
+    # The state a crash between the history.json and `current` writes of set_current leaves behind.
+    (edge_root / "devices" / DEVICE / "current").write_text("1\n")
+
+    with pytest.raises(LayoutError, match="history.json ends with"):
+        rollback(edge_root, DEVICE)
+
+
+def test_set_current_repairs_interrupted_switch(edge_root, model_onnx, signing_key):
     for version in ("1", "2"):
         _publish(edge_root, model_onnx, signing_key, version=version)
         set_current(edge_root, DEVICE, version)
     (edge_root / "devices" / DEVICE / "current").write_text("1\n")
 
-    with pytest.raises(LayoutError, match="history.json ends with"):
-        rollback(edge_root, DEVICE)
+    set_current(edge_root, DEVICE, "2")
+
+    assert current_version(edge_root, DEVICE) == "2"
+    assert read_history(edge_root, DEVICE) == ["1", "2"]
+    assert rollback(edge_root, DEVICE) == "1"
 
 
 def test_cli_rollback(edge_root, model_onnx, signing_key, capsys):
@@ -482,7 +497,7 @@ def test_cli_predict_uses_version_in_service(edge_root, model_onnx, signing_key,
 
 
 def test_set_current_rejects_missing_bundle(edge_root):
-    with pytest.raises(LayoutError, match="install the bundle before"):
+    with pytest.raises(LayoutError, match="Install the bundle before"):
         set_current(edge_root, DEVICE, "7")
 
 
@@ -491,7 +506,10 @@ def test_install_bundle_rejects_existing_version(edge_root, bundle, model_onnx, 
         _publish(edge_root, model_onnx, signing_key, version="1")
 
 
-@pytest.mark.parametrize(("device_id", "version"), [("../other", "1"), ("", "1"), (DEVICE, "a/b"), (DEVICE, ".."), (DEVICE, ".hidden")])
+@pytest.mark.parametrize(
+    ("device_id", "version"),
+    [("../other", "1"), ("", "1"), (DEVICE, "a/b"), (DEVICE, ".."), (DEVICE, ".hidden")],
+)
 def test_bundle_dir_rejects_path_like_names(edge_root, device_id, version):
     with pytest.raises(LayoutError, match="is not a plain folder or file name"):
         bundle_dir(edge_root, device_id, version)
@@ -523,5 +541,5 @@ def test_resolve_bundle_rejects(tmp_path, setup, match):
 def test_find_trusted_keys(edge_root, bundle, tmp_path):
     assert find_trusted_keys(bundle) == trusted_keys_dir(edge_root).resolve()
 
-    with pytest.raises(LayoutError, match="pass the trusted keys folder explicitly"):
+    with pytest.raises(LayoutError, match="Pass the trusted keys folder explicitly"):
         find_trusted_keys(tmp_path)

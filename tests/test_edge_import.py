@@ -37,7 +37,7 @@ def test_edge_runtime_skips_training_stack():
 
 
 @pytest.mark.parametrize("module", ["edge", "edge.bundle", "edge.layout"])
-def test_edge_verification_skips_numpy_and_onnxruntime(module):
+def test_edge_verification_skips_numpy(module):
     loaded = _loaded_after_import([module], (*TRAINING_STACK, "numpy", "onnxruntime"))
 
     assert loaded == []

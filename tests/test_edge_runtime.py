@@ -130,7 +130,7 @@ def test_load_with_explicit_trusted_keys(edge_root, signing_key, model_onnx, tmp
     assert raised.value.reason == "unknown_key"
 
 
-def test_predict_recording_matches_native_model(edge_model, native_model, recordings):
+def test_predict_matches_native_model(edge_model, native_model, recordings):
     path = recordings / "IR021_0.mat"
     native = native_model.predict_proba(_training_features(path))
 
@@ -160,7 +160,7 @@ def test_predict_recording_result(edge_model, recordings):
     assert result["majority_label"] == max(counts, key=counts.get)
 
 
-def test_predict_recording_resamples_to_training_rate(edge_model, sample_dir):
+def test_predict_recording_resamples_48k(edge_model, sample_dir):
     path = sample_dir / "48k_DE" / "IR014_0.mat"
     signal, _ = read_signal_file(str(path), channel="DE_time")
     resampled = condition(signal.values, 48_000.0, CONFIG)
@@ -173,7 +173,7 @@ def test_predict_recording_resamples_to_training_rate(edge_model, sample_dir):
     assert misread["window_count"] > 3 * result["window_count"]
 
 
-def test_predict_signal_matches_predict_recording(edge_model, recordings):
+def test_predict_signal_matches_recording(edge_model, recordings):
     path = recordings / "B021_0.mat"
     signal, _ = read_signal_file(str(path), channel="DE_time")
 
@@ -195,7 +195,7 @@ def test_shaft_speed_argument_overrides_file(edge_model, native_model, recording
     assert overridden["windows"][0]["probabilities"]["inner_race"] == pytest.approx(native[0, 0], abs=1e-5)
 
 
-def test_shaft_speed_falls_back_to_manifest_default(edge_model, recordings):
+def test_shaft_speed_manifest_default(edge_model, recordings):
     path = recordings / "B028_0.mat"
     signal, _ = read_signal_file(str(path), channel="DE_time")
 
@@ -249,7 +249,7 @@ def test_predict_signal_rejects_bad_samples(edge_model, values, reason, fragment
     assert raised.value.reason == reason
 
 
-def test_cli_predict_prints_window_labels(edge_root, signing_key, model_onnx, recordings, edge_model, capsys):
+def test_cli_predict_prints_window_labels(edge_root, recordings, edge_model, capsys):
     path = str(recordings / "IR021_0.mat")
 
     status = main(["predict", str(edge_root / "devices" / DEVICE), path, "--sampling-rate-hz", "12000"])
@@ -342,7 +342,7 @@ def test_load_rejects_unsupported_bundle(edge_root, signing_key, model_onnx, fie
     assert raised.value.reason == "unsupported"
 
 
-def test_load_rejects_signed_model_that_is_not_onnx(edge_root, signing_key):
+def test_load_rejects_non_onnx_model(edge_root, signing_key):
     bundle = _publish(edge_root, signing_key, b"not an onnx model")
 
     with pytest.raises(BundleError, match="cannot be loaded by onnxruntime") as raised:

@@ -146,7 +146,7 @@ def test_export_rejects_class_names(windows):
     features, labels = windows
     named = _train(features, np.array(["inner_race", "ball", "outer_race"])[labels])
 
-    with pytest.raises(ValueError, match="train it on class indices 0..2"):
+    with pytest.raises(ValueError, match="Train it on class indices 0..2"):
         lightgbm_to_onnx(named, n_features=features.shape[1])
 
 
@@ -155,7 +155,7 @@ def test_export_rejects_class_names(windows):
     [
         (10, (0, 22), "non-empty"),
         (10, (10,), "non-empty"),
-        (9, (10, 22), "has 10 windows"),
+        (9, (10, 22), "inputs have 10 windows"),
     ],
 )
 def test_parity_rejects_bad_shapes(onnx_model, native_rows, feature_shape, match):
@@ -171,3 +171,34 @@ def test_parity_rejects_wrong_class_count(onnx_model, windows):
 
     with pytest.raises(ValueError, match="returns probabilities of shape"):
         check_parity(onnx_model, np.full((len(features), 4), 0.25), features)
+
+
+def _onnx_probabilities(onnx_model, features):
+    session = onnxruntime.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
+    return session.run(["probabilities"], {ONNX_INPUT_NAME: features})[0].astype(np.float64)
+
+
+def test_parity_counts_tie_within_tolerance_as_agreement(onnx_model, windows):
+    features = windows[0].astype(np.float32)
+    native = _onnx_probabilities(onnx_model, features)
+    best = int(np.argmax(native[0]))
+    other = (best + 1) % native.shape[1]
+    native[0, other] = native[0, best] + 5e-8  # the native model now prefers `other`, by a tie
+
+    report = check_parity(onnx_model, native, features)
+
+    # The probability check still fails on the changed row; the tie alone is no label mismatch.
+    assert report.label_mismatches == 0
+
+
+def test_parity_counts_clear_disagreement(onnx_model, windows):
+    features = windows[0].astype(np.float32)
+    native = _onnx_probabilities(onnx_model, features)
+    best = int(np.argmax(native[0]))
+    other = (best + 1) % native.shape[1]
+    native[0, other] = native[0, best] + 1e-3
+
+    report = check_parity(onnx_model, native, features)
+
+    assert report.label_mismatches == 1
+    assert not report.ok

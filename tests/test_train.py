@@ -18,6 +18,7 @@ from tasks.train import (
     DEFAULT_LIGHTGBM_PARAMS,
     TrainConfig,
     TrainedModel,
+    lightgbm_params,
     split_train_eval,
     train_lightgbm,
     training_key,
@@ -398,8 +399,10 @@ def row_across_float32_rounding(model: TrainedModel, row: np.ndarray) -> np.ndar
     for tree in model.model.booster_.dump_model()["tree_info"]:
         root = tree["tree_structure"]
         threshold = root["threshold"]
-        above = np.nextafter(threshold, np.inf)
-        if np.float32(above) <= threshold:
+        # A quarter of a float32 step above the threshold, so float32 rounding can
+        # bring the value back to or below it. float() keeps the comparison in float64.
+        above = threshold + 0.25 * float(np.spacing(np.float32(threshold)))
+        if float(np.float32(above)) <= threshold:
             moved = row.astype(np.float64).copy()
             moved[0, root["split_feature"]] = above
             return moved
@@ -456,11 +459,19 @@ def test_train_two_labels_keeps_one_column_per_class(drive_end_12k):
 def test_train_applies_param_overrides(drive_end_12k):
     train, _ = split_train_eval(drive_end_12k, eval_share=0.2, window_length=WINDOW_LENGTH, hop_length=HOP_LENGTH)
 
-    model = train_lightgbm(train, feature_names=FEATURE_NAMES, config=TrainConfig(params={"n_estimators": 7}, num_threads=2))
+    model = train_lightgbm(train, feature_names=FEATURE_NAMES, config=TrainConfig(params={"n_estimators": 7}, seed=4))
 
     assert model.model.booster_.current_iteration() == 7
-    assert model.model.get_params()["n_jobs"] == 2
+    assert model.model.get_params()["random_state"] == 4
     assert model.model.get_params()["num_leaves"] == DEFAULT_LIGHTGBM_PARAMS["num_leaves"]
+
+
+def test_lightgbm_params_set_threads_and_num_class():
+    params = lightgbm_params(TrainConfig(num_threads=2), n_classes=2)
+
+    assert params["n_jobs"] == 2
+    assert params["num_class"] == 2
+    assert params["objective"] == "multiclass"
 
 
 @pytest.mark.parametrize(
