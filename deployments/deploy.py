@@ -200,8 +200,8 @@ def check_parameters(flow: Flow, spec: DeploymentSpec) -> None:
     """Check that `spec.parameters` fit the signature of `flow`.
 
     Prefect stores parameters that a flow does not take, and every run of
-    such a deployment then crashes at start with `SignatureMismatchError`;
-    this check raises at deploy time instead. A scheduled spec must also set
+    such a deployment then crashes at start with `SignatureMismatchError`.
+    This check raises at deploy time instead. A scheduled spec must also set
     every parameter that has no default, because nobody passes it at run time.
 
     Raises:

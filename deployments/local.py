@@ -1,7 +1,7 @@
 """`daqflow up` / `daqflow down`: a Prefect server, one worker per pool, and the deployments, on this machine.
 
 `up` starts `prefect server start` on 127.0.0.1 and one process worker per
-work pool, each in its own process group with its log in `home`, records
+work pool, each in its own process group with its log in `home`. It records
 their PIDs in `home/pids.json`, then creates the work pools, the deployments
 and (given a webhook URL) the failure notifications. `down` stops the
 recorded processes. Example::
@@ -133,7 +133,7 @@ def down(*, home: Path = DEFAULT_HOME, timeout_s: float = 30.0) -> None:
     """Stop the server and workers that `up` recorded in `home/pids.json`.
 
     Workers get SIGINT, because a Prefect worker logs SIGTERM and keeps
-    running; the flow-run processes they started get SIGTERM; the server gets
+    running. The flow-run processes they started get SIGTERM. The server gets
     SIGTERM last, so it can record how those runs ended. Whatever is still
     running after `timeout_s` is killed with SIGKILL, with its process group.
     A PID whose process has since been replaced by another program (same
@@ -186,7 +186,7 @@ def _stop_stale_workers(state: dict[str, Any], *, timeout_s: float) -> None:
 def _start_server(home: Path, port: int) -> dict[str, Any]:
     _check_port_free(port)
     if _database_scheme() == "sqlite":
-        # NOTE: measured with 27 concurrent runs: SQLite answered "database is locked" (HTTP 503).
+        # Measured with 27 runs at once and no pool limit: the server returned HTTP 503 (database is locked).
         logger.warning(
             "The Prefect server stores its data in SQLite under %s; several busy workers can lock it. "
             "Set %s to a PostgreSQL URL for production.",

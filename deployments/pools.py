@@ -2,7 +2,7 @@
 
 Two pools keep the two kinds of work apart: `daqflow-cpu` runs data
 preparation and LightGBM training, `daqflow-gpu` runs PyTorch training. On a
-single machine both are Prefect "process" pools served by local workers; in
+single machine both are Prefect "process" pools served by local workers. In
 AWS the same pool names are created as ECS pools from the templates in
 `deployments/aws/`.
 """
@@ -30,8 +30,8 @@ MODEL_TYPE_POOLS = {"lightgbm": CPU_POOL, "cnn1d": GPU_POOL}
 # Flow runs at once per pool. Measured with 27 LightGBM trainings (5,000 x 40,
 # 100 rounds) as deployment runs on a 2-core, 24 GiB machine against the
 # SQLite-backed server: with no limit 16 flow-run processes ran at once
-# (+2.5 GB) and the server answered 503 (database is locked); with a limit of
-# 2 all 27 finished in 83 s.
+# (+2.5 GB) and the server returned HTTP 503 (database is locked). With a
+# limit of 2, all 27 finished in 83 s.
 # NOTE: a host with more cores and a PostgreSQL-backed server can take more;
 # raise the limit in the UI or with `prefect work-pool set-concurrency-limit`.
 POOL_CONCURRENCY = {CPU_POOL: 2, GPU_POOL: 1}

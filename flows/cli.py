@@ -190,7 +190,7 @@ def _demo_predict(summary: dict[str, Any], manifest: Path) -> int:
 
     published = [m for m in summary["models"] if m["bundle"]]
     if not published:
-        print("no bundle was published, nothing to predict with", file=sys.stderr)
+        print("no device has a bundle in service, nothing to predict with", file=sys.stderr)
         return 1
     model = published[0]
     rows = [r for r in csv.DictReader(manifest.open()) if r["device_id"] == model["device_id"]]

@@ -26,6 +26,7 @@ from prefect.logging import get_run_logger
 from blocks.compute import DaskCompute
 from blocks.edge import EdgeTarget, resolve_edge_target
 from blocks.storage import StorageBlock, resolve_storage
+from edge.layout import bundle_dir, current_version
 from flows.build_dataset import build_dataset
 from flows.publish_edge import publish_edge
 from flows.train_fleet import FleetTrainingFailed, check_failures, train_fleet
@@ -80,7 +81,7 @@ def nightly_retrain(
     seconds["publish_edge"] = time.perf_counter() - step
     seconds["total"] = time.perf_counter() - started
 
-    summary = run_summary(dataset, records, edge, seconds)
+    summary = run_summary(dataset, records, edge, seconds, in_service=in_service_bundles(edge_block, records))
     key = f"runs/{summary['flow_run_id']}/run-summary.json"
     store = storage_block.get_store()
     store.write_json(key, summary)
@@ -92,8 +93,30 @@ def nightly_retrain(
     return summary
 
 
-def run_summary(dataset: dict[str, Any], records: list[dict[str, Any]], edge: dict[str, Any], seconds: dict[str, float]) -> dict[str, Any]:
-    """Assemble the run summary JSON (its fields are documented in the README)."""
+def in_service_bundles(edge_target: EdgeTarget, records: list[dict[str, Any]]) -> dict[str, str]:
+    """Return the bundle folder each device's edge box runs now, for devices that have one."""
+    root = edge_target.root()
+    bundles = {}
+    for record in records:
+        version = current_version(root, record["device_id"])
+        if version is not None:
+            bundles[record["device_id"]] = str(bundle_dir(root, record["device_id"], version))
+    return bundles
+
+
+def run_summary(
+    dataset: dict[str, Any],
+    records: list[dict[str, Any]],
+    edge: dict[str, Any],
+    seconds: dict[str, float],
+    *,
+    in_service: dict[str, str],
+) -> dict[str, Any]:
+    """Assemble the run summary JSON (its fields are documented in the README).
+
+    A model's `bundle` is the bundle in service on the edge for that device
+    after this run, whether or not this run published it.
+    """
     bundles = {b["device_id"]: b for b in edge["bundles"]}
     models = []
     for record in records:
@@ -111,7 +134,7 @@ def run_summary(dataset: dict[str, Any], records: list[dict[str, Any]], edge: di
                 "model_type": record["model_type"],
                 "version": record.get("version"),
                 "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1") if k in metrics},
-                "bundle": bundle.get("bundle"),
+                "bundle": in_service.get(record["device_id"]),
                 "gate": record.get("gate"),
                 "reason": reason,
             }

@@ -7,6 +7,7 @@ side effects: workers import it in every flow run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 from prefect import flow
 from prefect.runtime import flow_run
 
@@ -147,10 +149,11 @@ def postgres_server() -> Iterator[str]:
         _as_postgres_user("initdb", "-D", str(data), "-U", "prefect", "--auth=trust", "-E", "UTF8", "--no-locale")
         _as_postgres_user(
             "pg_ctl", "-D", str(data), "-l", str(folder / "postgres.log"), "-w", "-t", "60",
+            # A throwaway test cluster needs no crash safety, so fsync is off.
             "-o", f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off", "start",
         )  # fmt: skip
         started = True
-        _as_postgres_user("psql", "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", "-d", "postgres", "-c", "CREATE DATABASE prefect")
+        asyncio.run(_create_database(port, "prefect"))
         yield f"postgresql+asyncpg://prefect@127.0.0.1:{port}/prefect"
     finally:
         if started:
@@ -159,10 +162,15 @@ def postgres_server() -> Iterator[str]:
 
 
 def _as_postgres_user(program: str, *arguments: str) -> None:
-    executable = POSTGRES_BIN / program
-    if not executable.exists():
-        executable = Path(os.path.realpath(POSTGRES_BIN / "postgres")).parent / program
-    command = ["runuser", "-u", POSTGRES_USER, "--", str(executable), *arguments]
+    command = ["runuser", "-u", POSTGRES_USER, "--", str(POSTGRES_BIN / program), *arguments]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd="/")
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed with exit code {result.returncode}:\n{result.stdout}\n{result.stderr}")
+
+
+async def _create_database(port: int, name: str) -> None:
+    connection = await asyncpg.connect(host="127.0.0.1", port=port, user="prefect", database="postgres")
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()

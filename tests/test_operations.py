@@ -14,7 +14,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,14 @@ import psutil
 import pytest
 from prefect import Flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.deployments import run_deployment
 from prefect.exceptions import MissingFlowError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_aws.workers.ecs_worker import ECSJobConfiguration
 
 from deployments.deploy import DeploymentSpec, check_parameters, deploy_all, deployment_specs
-from deployments.local import REPO_ROOT, down, up
+from deployments.local import DATABASE_URL_VARIABLE, REPO_ROOT, down, up
 from deployments.notifications import emit_training_failure, ensure_failure_notifications
 from deployments.pools import CPU_POOL, GPU_POOL, MODEL_TYPE_POOLS, POOL_CONCURRENCY, pool_for_model_type
 from ops_helpers import WebhookReceiver, free_port, log_tails, postgres_server, wait_until
@@ -282,15 +282,16 @@ def stack_specs(probe_dir) -> list[DeploymentSpec]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, webhook, stack_specs) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("ops-home")
-    try:
-        info = up(home=home, port=free_port(), webhook_url=webhook.url, specs=stack_specs, fast_polling=True)
-        yield info
-    finally:
-        down(home=home)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(DATABASE_URL_VARIABLE, raising=False)
+        try:
+            yield up(home=home, port=free_port(), webhook_url=webhook.url, specs=stack_specs, fast_polling=True)
+        finally:
+            down(home=home)
 
 
 @pytest.fixture
-def api(stack) -> Iterator[dict[str, Any]]:
+def live_stack(stack) -> Iterator[dict[str, Any]]:
     with temporary_settings(updates={PREFECT_API_URL: stack["api_url"]}):
         yield stack
 
@@ -299,19 +300,27 @@ def start_run(name: str, **parameters: Any) -> FlowRun:
     return run_deployment(name, parameters=parameters or None, timeout=0)
 
 
-def wait_for_final(flow_run_id, home: str) -> FlowRun:
+def wait_for_state(flow_run_id, home: str, reached: Callable[[State], bool], goal: str) -> FlowRun:
     with get_client(sync_client=True) as client:
-        last: list[FlowRun] = []
+        seen: list[FlowRun] = []
 
-        def final() -> FlowRun | None:
-            last[:] = [client.read_flow_run(flow_run_id)]
-            return last[0] if last[0].state and last[0].state.is_final() else None
+        def check() -> FlowRun | None:
+            seen[:] = [client.read_flow_run(flow_run_id)]
+            return seen[0] if seen[0].state is not None and reached(seen[0].state) else None
 
-        return wait_until(
-            final,
-            timeout_s=RUN_TIMEOUT_S,
-            describe=lambda: f"flow run {flow_run_id} is {last[0].state.name if last else 'unknown'}\n{log_tails(Path(home))}",
-        )
+        def describe() -> str:
+            last = seen[0].state.name if seen and seen[0].state else "unknown"
+            return f"flow run {flow_run_id} did not become {goal}; its last state was {last}\n{log_tails(Path(home))}"
+
+        return wait_until(check, timeout_s=RUN_TIMEOUT_S, describe=describe)
+
+
+def wait_for_final(flow_run_id, home: str) -> FlowRun:
+    return wait_for_state(flow_run_id, home, lambda state: state.is_final(), "final")
+
+
+def wait_for_running(flow_run_id, home: str) -> FlowRun:
+    return wait_for_state(flow_run_id, home, lambda state: state.is_running(), "Running")
 
 
 def wait_for_message(webhook: WebhookReceiver, home: str, *needles: str) -> dict[str, Any]:
@@ -327,29 +336,29 @@ def probe_record(probe_dir: Path, flow_run: FlowRun) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_up_starts_server_and_workers(api):
-    assert api["reused_server"] is False
-    assert api["database"] == "sqlite"
-    assert psutil.pid_exists(api["server_pid"])
-    assert set(api["worker_pids"]) == {CPU_POOL, GPU_POOL}
-    assert len(api["deployment_ids"]) == 5
+def test_up_starts_server_and_workers(live_stack):
+    assert live_stack["reused_server"] is False
+    assert live_stack["database"] == "sqlite"
+    assert psutil.pid_exists(live_stack["server_pid"])
+    assert set(live_stack["worker_pids"]) == {CPU_POOL, GPU_POOL}
+    assert len(live_stack["deployment_ids"]) == 5
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("deployment", "pool"), [("probe-cpu", CPU_POOL), ("probe-gpu", GPU_POOL)])
-def test_probe_runs_on_its_pool(api, probe_dir, deployment, pool):
-    flow_run = wait_for_final(start_run(f"ops-probe/{deployment}").id, api["home"])
+def test_probe_runs_on_its_pool(live_stack, probe_dir, deployment, pool):
+    flow_run = wait_for_final(start_run(f"ops-probe/{deployment}").id, live_stack["home"])
     record = probe_record(probe_dir, flow_run)
 
     assert flow_run.state.is_completed(), flow_run.state
     assert flow_run.work_pool_name == pool
     assert flow_run.work_queue_name == "default"
-    assert record["ppid"] == api["worker_pids"][pool], "the flow-run process is not a child of that pool's worker"
-    assert flow_run.infrastructure_pid.endswith(str(record["pid"]))
+    assert record["ppid"] == live_stack["worker_pids"][pool], "the flow-run process is not a child of that pool's worker"
+    assert flow_run.infrastructure_pid.split(":")[-1] == str(record["pid"])
 
 
 @pytest.mark.slow
-def test_work_pools_have_limits(api):
+def test_work_pools_have_limits(live_stack):
     with get_client(sync_client=True) as client:
         pools = {name: client.read_work_pool(name) for name in POOL_CONCURRENCY}
 
@@ -359,10 +368,10 @@ def test_work_pools_have_limits(api):
 
 
 @pytest.mark.slow
-def test_gpu_pool_runs_one_flow_at_a_time(api, probe_dir):
+def test_gpu_pool_runs_one_flow_at_a_time(live_stack, probe_dir):
     first = start_run("ops-probe/probe-gpu", out_dir=str(probe_dir), hold_s=3.0)
     second = start_run("ops-probe/probe-gpu", out_dir=str(probe_dir), hold_s=3.0)
-    runs = [wait_for_final(run.id, api["home"]) for run in (first, second)]
+    runs = [wait_for_final(run.id, live_stack["home"]) for run in (first, second)]
     records = sorted((probe_record(probe_dir, run) for run in runs), key=lambda r: r["started"])
 
     assert all(run.state.is_completed() for run in runs), [run.state for run in runs]
@@ -370,7 +379,7 @@ def test_gpu_pool_runs_one_flow_at_a_time(api, probe_dir):
 
 
 @pytest.mark.slow
-def test_deploy_all_updates_in_place(api, probe_dir):
+def test_deploy_all_updates_in_place(live_stack, probe_dir):
     spec = DeploymentSpec(
         name="scheduled-probe", entrypoint=f"{HELPERS}:report_process", work_pool=CPU_POOL, cron="0 2 * * *", timezone="Asia/Taipei",
         parameters={"out_dir": str(probe_dir)}, tags=["daqflow"],
@@ -390,20 +399,36 @@ def test_deploy_all_updates_in_place(api, probe_dir):
 
 
 @pytest.mark.slow
-def test_up_again_reuses_running_processes(api, webhook, stack_specs):
-    again = up(home=Path(api["home"]), port=api["port"], webhook_url=webhook.url, specs=stack_specs)
+def test_deploy_all_removes_dropped_schedule(live_stack, probe_dir):
+    scheduled = DeploymentSpec(
+        name="unscheduled-probe", entrypoint=f"{HELPERS}:report_process", work_pool=CPU_POOL, cron="0 2 * * *",
+        parameters={"out_dir": str(probe_dir)},
+    )  # fmt: skip
+    on_demand = DeploymentSpec(**{**scheduled.__dict__, "cron": None})
 
-    assert again["reused_server"] is True
-    assert again["server_pid"] == api["server_pid"]
-    assert again["worker_pids"] == api["worker_pids"]
-    assert again["deployment_ids"] == api["deployment_ids"]
+    deploy_all(REPO_ROOT, [scheduled])
+    [deployment_id] = deploy_all(REPO_ROOT, [on_demand])
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(deployment_id)
+
+    assert deployment.schedules == []
 
 
 @pytest.mark.slow
-def test_failed_training_notifies(api, webhook):
-    flow_run = wait_for_final(start_run("ops-failing-training/failing-training").id, api["home"])
-    device_message = wait_for_message(webhook, api["home"], f"device {DEVICE}", str(flow_run.id))
-    run_message = wait_for_message(webhook, api["home"], f"({flow_run.id}) ended Failed")
+def test_up_again_reuses_running_processes(live_stack, webhook, stack_specs):
+    again = up(home=Path(live_stack["home"]), port=live_stack["port"], webhook_url=webhook.url, specs=stack_specs)
+
+    assert again["reused_server"] is True
+    assert again["server_pid"] == live_stack["server_pid"]
+    assert again["worker_pids"] == live_stack["worker_pids"]
+    assert again["deployment_ids"] == live_stack["deployment_ids"]
+
+
+@pytest.mark.slow
+def test_failed_training_notifies(live_stack, webhook):
+    flow_run = wait_for_final(start_run("ops-failing-training/failing-training").id, live_stack["home"])
+    device_message = wait_for_message(webhook, live_stack["home"], f"device {DEVICE}", str(flow_run.id))
+    run_message = wait_for_message(webhook, live_stack["home"], f"({flow_run.id}) ended Failed")
 
     assert flow_run.state.is_failed(), flow_run.state
     assert f"of DAQ {DAQ}" in device_message["body"]
@@ -417,13 +442,13 @@ def test_failed_training_notifies(api, webhook):
 
 
 @pytest.mark.slow
-def test_crashed_run_notifies(api, webhook):
-    flow_run = wait_for_final(start_run("ops-crash/crash").id, api["home"])
-    message = wait_for_message(webhook, api["home"], f"({flow_run.id}) ended Crashed")
+def test_crashed_run_notifies(live_stack, webhook):
+    flow_run = wait_for_final(start_run("ops-crash/crash").id, live_stack["home"])
+    message = wait_for_message(webhook, live_stack["home"], f"({flow_run.id}) ended Crashed")
 
     assert flow_run.state.is_crashed(), flow_run.state
     assert f"DAQ: {DAQ}" in message["body"]
-    assert "exit" in message["body"].lower()
+    assert "exited with non-zero status code 3" in message["body"]
 
 
 @pytest.mark.slow
@@ -431,7 +456,7 @@ def test_crashed_run_notifies(api, webhook):
     ("name", "launch_type", "cpu", "memory", "gpus"),
     [("ecs-cpu.json", "FARGATE", 2048, 8192, None), ("ecs-gpu.json", "EC2", 8192, 32768, [{"type": "GPU", "value": "1"}])],
 )
-def test_ecs_template_creates_pool(api, name, launch_type, cpu, memory, gpus):
+def test_ecs_template_creates_pool(live_stack, name, launch_type, cpu, memory, gpus):
     pool_name = f"daqflow-test-{name.removesuffix('.json')}"
     account = {
         "image": "registry.example/daqflow:test",
@@ -442,7 +467,7 @@ def test_ecs_template_creates_pool(api, name, launch_type, cpu, memory, gpus):
         "execution_role_arn": "arn:aws:iam::000000000000:role/daqflow-execution",
     }
     command = [sys.executable, "-m", "prefect", "work-pool", "create", pool_name, "--type", "ecs", "--base-job-template", str(AWS_DIR / name)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "PREFECT_API_URL": api["api_url"]})
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "PREFECT_API_URL": live_stack["api_url"]})
     with get_client(sync_client=True) as client:
         pool = client.read_work_pool(pool_name)
     job = asyncio.run(ECSJobConfiguration.from_template_and_values(pool.base_job_template, account))
@@ -461,24 +486,34 @@ def test_ecs_template_creates_pool(api, name, launch_type, cpu, memory, gpus):
 
 
 @pytest.mark.slow
-def test_up_on_postgresql(tmp_path, monkeypatch):
+def test_up_and_down_on_postgresql(tmp_path, monkeypatch):
     home = tmp_path / "ops"
     with postgres_server() as database_url:
-        monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", database_url)
+        monkeypatch.setenv(DATABASE_URL_VARIABLE, database_url)
         try:
             info = up(home=home, port=free_port(), specs=[probe_spec("probe-cpu", CPU_POOL, tmp_path)], fast_polling=True)
             with temporary_settings(updates={PREFECT_API_URL: info["api_url"]}):
-                flow_run = wait_for_final(start_run("ops-probe/probe-cpu").id, info["home"])
-            stored = asyncio.run(_count_flow_runs(database_url, flow_run.id))
-            processes = [psutil.Process(pid) for pid in (info["server_pid"], *info["worker_pids"].values())]
+                completed = wait_for_final(start_run("ops-probe/probe-cpu").id, info["home"])
+                running = wait_for_running(start_run("ops-probe/probe-cpu", out_dir=str(tmp_path), hold_s=300.0).id, info["home"])
+            stored = asyncio.run(_count_flow_runs(database_url, completed.id))
+            pids = [info["server_pid"], *info["worker_pids"].values(), int(running.infrastructure_pid.split(":")[-1])]
+            processes = [psutil.Process(pid) for pid in pids]
         finally:
             down(home=home)
 
     assert info["database"] == "postgresql"
-    assert flow_run.state.is_completed(), f"{flow_run.state}\n{log_tails(home)}"
+    assert completed.state.is_completed(), f"{completed.state}\n{log_tails(home)}"
     assert stored == 1
-    assert not any(process.is_running() and process.status() != psutil.STATUS_ZOMBIE for process in processes)
+    for process in processes:
+        assert not is_alive(process), f"PID {process.pid} still runs after down()"
     assert not (home / "pids.json").exists()
+
+
+def is_alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 async def _count_flow_runs(database_url: str, flow_run_id) -> int:
