@@ -38,3 +38,11 @@ def test_build_dataset_notebook_runs(tmp_path):
 
     assert "duplicate" in outputs_text(notebook)
     assert any(output.get("output_type") == "display_data" for cell in notebook.cells for output in cell.get("outputs", []))
+
+
+@pytest.mark.slow
+def test_nightly_retrain_notebook_runs(tmp_path):
+    notebook = run_notebook("02-nightly-retrain.ipynb", tmp_path)
+
+    assert "published" in outputs_text(notebook)
+    assert (tmp_path / "edge" / "trusted_keys").is_dir()
