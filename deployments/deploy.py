@@ -202,7 +202,7 @@ def check_parameters(flow: Flow, spec: DeploymentSpec) -> None:
     Prefect stores parameters that a flow does not take, and every run of
     such a deployment then crashes at start with `SignatureMismatchError`.
     This check raises at deploy time instead. A scheduled spec must also set
-    every parameter that has no default, because nobody passes it at run time.
+    every parameter that has no default, because a scheduled run gets no other parameters.
 
     Raises:
         ValueError: an unknown parameter, or a missing required one on a scheduled spec.

@@ -2,9 +2,9 @@
 
 `up` starts `prefect server start` on 127.0.0.1 and one process worker per
 work pool, each in its own process group with its log in `home`. It records
-their PIDs in `home/pids.json`, then creates the work pools, the deployments
-and (given a webhook URL) the failure notifications. `down` stops the
-recorded processes. Example::
+their PIDs in `home/pids.json`, then creates the work pools, the default
+storage and edge blocks, the deployments and (given a webhook URL) the
+failure notifications. `down` stops the recorded processes. Example::
 
     from deployments.local import down, up
 
@@ -37,6 +37,7 @@ import psutil
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from blocks import EDGE_BLOCK_NAME, STORAGE_BLOCK_NAME, register_blocks
 from deployments.deploy import DeploymentSpec, deploy_all, deployment_specs
 from deployments.notifications import ensure_failure_notifications
 from deployments.pools import POOL_CONCURRENCY, ensure_work_pools
@@ -48,10 +49,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = Path(".daqflow/ops")
 PIDS_FILE = "pids.json"
 DATABASE_URL_VARIABLE = "PREFECT_API_DATABASE_CONNECTION_URL"
-
-# Names of the blocks that the default deployments pass to the flows.
-STORAGE_BLOCK = "daqflow"
-EDGE_BLOCK = "daqflow-edge"
 SAMPLE_MANIFEST = REPO_ROOT / "data" / "sample" / "cwru" / "recordings.csv"
 
 LOG_TAIL_LINES = 40
@@ -63,15 +60,16 @@ def up(
     port: int = 4200,
     webhook_url: str | None = None,
     source_dir: Path = REPO_ROOT,
+    workdir: Path = Path(".daqflow"),
     specs: list[DeploymentSpec] | None = None,
     fast_polling: bool = False,
     timeout_s: float = 120.0,
 ) -> dict[str, Any]:
-    """Start (or find) the server and workers, then apply pools, deployments and notifications.
+    """Start (or find) the server and workers, then apply pools, blocks, deployments and notifications.
 
     A second call with the same `home` finds the running server through
     `home/pids.json`, restarts any worker that has stopped, and applies the
-    pools, deployments and notifications again. When a later step fails, the
+    pools, blocks, deployments and notifications again. When a later step fails, the
     processes already started keep running; `down` stops them.
 
     Args:
@@ -79,16 +77,18 @@ def up(
         port: port of the server on 127.0.0.1.
         webhook_url: when set, failure notifications are sent to this URL.
         source_dir: folder the flows are deployed from; workers run flows there.
-        specs: deployments to create; default `deployment_specs` with the
-            blocks `STORAGE_BLOCK` and `EDGE_BLOCK` and the sample manifest.
+        workdir: folder of the default storage and edge blocks that
+            `blocks.register_blocks` saves.
+        specs: deployments to create; default `deployment_specs` with those
+            two blocks and the sample manifest.
         fast_polling: workers poll every second instead of every 10 s, for
             tests and demos.
         timeout_s: how long to wait for the server and each worker to come up.
 
     Returns:
         `api_url`, `ui_url`, `port`, `home`, `database` (the URL scheme, e.g. "sqlite"),
-        `server_pid`, `worker_pids` (pool name to PID), `deployment_ids` and
-        `reused_server`.
+        `server_pid`, `worker_pids` (pool name to PID), `blocks` (the saved
+        block names), `deployment_ids` and `reused_server`.
 
     Raises:
         RuntimeError, TimeoutError: the server or a worker did not come up; the
@@ -109,8 +109,7 @@ def up(
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         ensure_work_pools()
         _start_missing_workers(home, state, api_url, source_dir=Path(source_dir), fast_polling=fast_polling, timeout_s=timeout_s)
-        # TODO: call blocks.register_blocks() here once blocks/__init__.py provides it; until then
-        # the storage and edge blocks named in the deployment parameters must be saved by hand.
+        saved_blocks = register_blocks(Path(workdir))
         deployment_ids = deploy_all(Path(source_dir), specs if specs is not None else _default_specs())
         if webhook_url is not None:
             ensure_failure_notifications(webhook_url=webhook_url)
@@ -124,6 +123,7 @@ def up(
         "database": _database_scheme(),
         "server_pid": state["server"]["pid"],
         "worker_pids": {pool: record["pid"] for pool, record in state["workers"].items()},
+        "blocks": saved_blocks,
         "deployment_ids": deployment_ids,
         "reused_server": reused_server,
     }
@@ -158,7 +158,9 @@ def down(*, home: Path = DEFAULT_HOME, timeout_s: float = 30.0) -> None:
 
 
 def _default_specs() -> list[DeploymentSpec]:
-    return deployment_specs(storage_block=STORAGE_BLOCK, edge_block=EDGE_BLOCK, fleet=None, manifest=str(SAMPLE_MANIFEST))
+    return deployment_specs(
+        storage_block=STORAGE_BLOCK_NAME, edge_block=EDGE_BLOCK_NAME, fleet=None, manifest=str(SAMPLE_MANIFEST)
+    )
 
 
 def _database_scheme() -> str:

@@ -29,7 +29,7 @@ MODEL_TYPE_POOLS = {"lightgbm": CPU_POOL, "cnn1d": GPU_POOL}
 
 # Flow runs at once per pool. Measured with 27 LightGBM trainings (5,000 x 40,
 # 100 rounds) as deployment runs on a 2-core, 24 GiB machine against the
-# SQLite-backed server: with no limit 16 flow-run processes ran at once
+# SQLite-backed server. With no limit, 16 flow-run processes ran at once
 # (+2.5 GB) and the server returned HTTP 503 (database is locked). With a
 # limit of 2, all 27 finished in 83 s.
 # NOTE: a host with more cores and a PostgreSQL-backed server can take more;

@@ -22,15 +22,18 @@ import asyncpg
 import psutil
 import pytest
 from prefect import Flow
+from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.deployments import run_deployment
-from prefect.exceptions import MissingFlowError
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import MissingFlowError, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_aws.workers.ecs_worker import ECSJobConfiguration
 
 from deployments.deploy import DeploymentSpec, check_parameters, deploy_all, deployment_specs
-from deployments.local import DATABASE_URL_VARIABLE, REPO_ROOT, down, up
+from blocks import EDGE_BLOCK_NAME, STORAGE_BLOCK_NAME
+from deployments.local import DATABASE_URL_VARIABLE, REPO_ROOT, SAMPLE_MANIFEST, down, up
 from deployments.notifications import emit_training_failure, ensure_failure_notifications
 from deployments.pools import CPU_POOL, GPU_POOL, MODEL_TYPE_POOLS, POOL_CONCURRENCY, pool_for_model_type
 from ops_helpers import WebhookReceiver, free_port, log_tails, postgres_server, wait_until
@@ -48,11 +51,6 @@ def probe_spec(name: str, pool: str, out_dir: Path) -> DeploymentSpec:
     return DeploymentSpec(
         name=name, entrypoint=f"{HELPERS}:report_process", work_pool=pool, parameters={"out_dir": str(out_dir)}, tags=["daqflow"]
     )
-
-
-def real_spec(name: str) -> DeploymentSpec:
-    specs = deployment_specs(storage_block="daqflow", edge_block="daqflow-edge", fleet=None, manifest="data/sample/cwru/recordings.csv")
-    return next(spec for spec in specs if spec.name == name)
 
 
 def load_flow(spec: DeploymentSpec) -> Flow:
@@ -275,7 +273,7 @@ def stack_specs(probe_dir) -> list[DeploymentSpec]:
             tags=failing,
         ),
         DeploymentSpec(name="crash", entrypoint=f"{HELPERS}:crash", work_pool=CPU_POOL, tags=failing),
-        real_spec("build-dataset"),
+        *deployment_specs(storage_block=STORAGE_BLOCK_NAME, edge_block=EDGE_BLOCK_NAME, fleet=None, manifest=str(SAMPLE_MANIFEST)),
     ]
 
 
@@ -285,7 +283,9 @@ def stack(tmp_path_factory, webhook, stack_specs) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv(DATABASE_URL_VARIABLE, raising=False)
         try:
-            yield up(home=home, port=free_port(), webhook_url=webhook.url, specs=stack_specs, fast_polling=True)
+            yield up(
+                home=home, port=free_port(), webhook_url=webhook.url, workdir=home / "data", specs=stack_specs, fast_polling=True
+            )
         finally:
             down(home=home)
 
@@ -341,7 +341,16 @@ def test_up_starts_server_and_workers(live_stack):
     assert live_stack["database"] == "sqlite"
     assert psutil.pid_exists(live_stack["server_pid"])
     assert set(live_stack["worker_pids"]) == {CPU_POOL, GPU_POOL}
-    assert len(live_stack["deployment_ids"]) == 5
+    assert len(live_stack["deployment_ids"]) == 10
+
+
+@pytest.mark.slow
+def test_up_saves_default_blocks(live_stack):
+    storage = Block.load(live_stack["blocks"]["storage"])
+    edge = Block.load(live_stack["blocks"]["edge_target"])
+
+    assert storage.basepath == str(Path(live_stack["home"]) / "data")
+    assert edge.basepath == str(Path(live_stack["home"]) / "data" / "edge")
 
 
 @pytest.mark.slow
@@ -416,7 +425,8 @@ def test_deploy_all_removes_dropped_schedule(live_stack, probe_dir):
 
 @pytest.mark.slow
 def test_up_again_reuses_running_processes(live_stack, webhook, stack_specs):
-    again = up(home=Path(live_stack["home"]), port=live_stack["port"], webhook_url=webhook.url, specs=stack_specs)
+    home = Path(live_stack["home"])
+    again = up(home=home, port=live_stack["port"], webhook_url=webhook.url, workdir=home / "data", specs=stack_specs)
 
     assert again["reused_server"] is True
     assert again["server_pid"] == live_stack["server_pid"]
@@ -482,6 +492,19 @@ def test_ecs_template_creates_pool(live_stack, name, launch_type, cpu, memory, g
     assert job.network_configuration == {"subnets": account["subnet_ids"], "securityGroups": ["sg-test"], "assignPublicIp": "DISABLED"}
 
 
+@pytest.mark.slow
+def test_ecs_pool_rejects_run_without_account_values(live_stack, probe_dir):
+    template = json.loads((AWS_DIR / "ecs-cpu.json").read_text())
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="daqflow-test-unfilled", type="ecs", base_job_template=template))
+    deploy_all(REPO_ROOT, [probe_spec("probe-unfilled-ecs", "daqflow-test-unfilled", probe_dir)])
+
+    with pytest.raises(PrefectHTTPStatusError, match="422") as error:
+        start_run("ops-probe/probe-unfilled-ecs")
+
+    assert "'image' is a required property" in error.value.response.text, error.value.response.text
+
+
 # PostgreSQL
 
 
@@ -491,7 +514,9 @@ def test_up_and_down_on_postgresql(tmp_path, monkeypatch):
     with postgres_server() as database_url:
         monkeypatch.setenv(DATABASE_URL_VARIABLE, database_url)
         try:
-            info = up(home=home, port=free_port(), specs=[probe_spec("probe-cpu", CPU_POOL, tmp_path)], fast_polling=True)
+            info = up(
+                home=home, port=free_port(), workdir=tmp_path / "data", specs=[probe_spec("probe-cpu", CPU_POOL, tmp_path)], fast_polling=True
+            )
             with temporary_settings(updates={PREFECT_API_URL: info["api_url"]}):
                 completed = wait_for_final(start_run("ops-probe/probe-cpu").id, info["home"])
                 running = wait_for_running(start_run("ops-probe/probe-cpu", out_dir=str(tmp_path), hold_s=300.0).id, info["home"])

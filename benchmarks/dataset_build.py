@@ -1,0 +1,610 @@
+"""Benchmark of the dataset build: a plain loop against Dask and the `build-dataset` flow.
+
+Usage, from the repository root::
+
+    python benchmarks/dataset_build.py --repeats 3 > dataset-build.json
+    python benchmarks/dataset_build.py --repeats 3 --windows-per-partition 4
+
+The script derives a fleet from the real CWRU sample (27 devices by default),
+then times three ways of building the same dataset, each on a fresh storage
+folder so that no run reuses the conditioned signals or the dataset of another:
+
+- ``plain_loop``: the manual baseline, one process calling `prepare_recording`
+  and `extract_partition` in a loop, with no Prefect and no Dask.
+- ``dask``: the same functions through ``client.map`` on a `LocalCluster` of
+  ``--workers`` processes with one thread each. Cluster start and close are
+  reported apart from the build.
+- ``flow``: the `build-dataset` flow (Prefect batches over Dask), in ephemeral
+  mode, with the split of its own ``seconds``.
+
+With ``--per-task-partitions N`` (default 200) it also times one Prefect task
+per partition (on Prefect's thread pool task runner) for N partitions spread
+over the fleet, and extrapolates that cost linearly to all partitions.
+
+Repeats are interleaved (loop, Dask, flow, loop, ...), so that a change in the
+load from other processes on the machine hits every mode alike. The three
+modes must write identical datasets (same partition keys and content hashes),
+otherwise the script fails. The result is one JSON object on stdout; progress
+goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version as package_version
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import psutil
+
+# Importing `flows` sets DO_NOT_TRACK and PREFECT_SERVER_ANALYTICS_ENABLED
+# before anything imports Prefect.
+import flows  # noqa: F401  (imported for its environment set-up)
+from prefect import flow, task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from blocks.compute import DaskCompute
+from blocks.storage import LocalStorage
+from flows._runtime import wait_until_recorded
+from flows.build_dataset import build_dataset
+from tasks.dataset import (
+    BuildConfig,
+    build_manifest,
+    commit_dataset,
+    dataset_version,
+    drop_duplicates,
+    extract_partition,
+    plan_partitions,
+    prepare_recording,
+    read_dataset_manifest,
+)
+from tasks.fixtures import derive_fleet
+from tasks.recordings import RecordingSpec, read_manifest
+from tasks.store import Store
+
+logger = logging.getLogger("benchmarks")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_MANIFEST = REPO_ROOT / "data" / "sample" / "cwru" / "recordings.csv"
+PACKAGES = (
+    "prefect",
+    "prefect-dask",
+    "dask",
+    "distributed",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scipy",
+    "lightgbm",
+    "onnx",
+    "onnxruntime",
+    "onnxmltools",
+)
+
+MapFunction = Callable[..., list[Any]]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print its JSON result to stdout."""
+    args = parse_args(argv)
+    configure_logging()
+    work_dir = Path(tempfile.mkdtemp(prefix="daqflow-bench-", dir=args.work_dir))
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run_benchmark(args, work_dir=work_dir)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    emit_result(result, output=args.output)
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--windows-per-partition", type=positive_int, default=8, help="windows per Parquet partition (default 8)"
+    )
+    parser.add_argument("--workers", type=positive_int, default=2, help="Dask worker processes, one thread each (default 2)")
+    parser.add_argument("--batches", type=positive_int, default=4, help="Prefect tasks of the build-dataset flow (default 4)")
+    parser.add_argument(
+        "--per-task-partitions",
+        type=non_negative_int,
+        default=200,
+        help="partitions for the run with one Prefect task per partition; 0 skips that run (default 200)",
+    )
+    return parser.parse_args(argv)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options that both benchmark scripts take."""
+    parser.add_argument("--devices", type=positive_int, default=27, help="devices in the derived fleet, 1 to 200 (default 27)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the derived fleet (default 0)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="runs of each mode; medians are reported (default 3)")
+    parser.add_argument(
+        "--source-manifest",
+        type=Path,
+        default=SAMPLE_MANIFEST,
+        help="recordings manifest the fleet is derived from (default: the CWRU sample)",
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="folder for the temporary fleet and datasets (default: the system temp folder)"
+    )
+    parser.add_argument("--output", type=Path, default=None, help="also write the JSON result to this file")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text}")
+    return value
+
+
+def configure_logging() -> None:
+    """Send progress to stderr and keep Dask's worker start and stop messages out of it."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def run_benchmark(args: argparse.Namespace, *, work_dir: Path) -> dict[str, Any]:
+    """Derive the fleet, run every mode `args.repeats` times and return the result object."""
+    config = BuildConfig(windows_per_partition=args.windows_per_partition)
+    manifest = derive_benchmark_fleet(args.source_manifest, n_devices=args.devices, seed=args.seed, work_dir=work_dir)
+    specs = read_fleet_specs(manifest)
+    server_start_s = start_prefect_server()
+
+    runs: dict[str, list[dict[str, Any]]] = {"plain_loop": [], "dask": [], "flow": []}
+    digests: set[str] = set()
+    for repeat in range(args.repeats):
+        logger.info("Repeat %d of %d", repeat + 1, args.repeats)
+        with fresh_store(work_dir) as store:
+            runs["plain_loop"].append(time_plain_loop(specs, config=config, store=store, manifest=manifest))
+            digests.add(dataset_digest(store))
+        with fresh_store(work_dir) as store:
+            runs["dask"].append(time_dask(specs, config=config, store=store, manifest=manifest, n_workers=args.workers))
+            digests.add(dataset_digest(store))
+        with fresh_store(work_dir) as store:
+            runs["flow"].append(time_flow(manifest, config=config, store=store, n_workers=args.workers, n_batches=args.batches))
+            digests.add(dataset_digest(store))
+    check_identical_datasets(digests)
+
+    result = {
+        "benchmark": "dataset_build",
+        "command": command_line(),
+        "machine": machine_info(),
+        "workload": workload_info(runs["plain_loop"][0], devices=args.devices, config=config, workers=args.workers),
+        "repeats": args.repeats,
+        "prefect_server_start_s": server_start_s,
+        "runs": runs,
+        "median": {mode: median_of_runs(mode_runs) for mode, mode_runs in runs.items()},
+    }
+    result["reduction_vs_plain_loop_pct"] = dataset_reductions(result["median"])
+    if args.per_task_partitions:
+        result["prefect_per_partition"] = time_per_partition_tasks(
+            specs, config=config, work_dir=work_dir, args=args
+        )
+    return result
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+def derive_benchmark_fleet(source_manifest: Path, *, n_devices: int, seed: int, work_dir: Path) -> Path:
+    """Derive the benchmark fleet from real recordings and return its manifest path."""
+    if not source_manifest.is_file():
+        raise SystemExit(
+            f"source manifest {source_manifest} not found; run from a daqflow checkout or pass --source-manifest"
+        )
+    manifest = derive_fleet(source_manifest, n_devices=n_devices, out_dir=work_dir / "fleet", seed=seed)
+    logger.info("Derived a fleet of %d devices from %s into %s", n_devices, source_manifest, manifest)
+    return manifest
+
+
+def read_fleet_specs(manifest: Path) -> list[RecordingSpec]:
+    """Read the fleet manifest; every row must be valid, or the modes would time different inputs."""
+    specs, quarantined = read_manifest(str(manifest))
+    if quarantined:
+        reasons = "; ".join(f"{row.path}: {row.message}" for row in quarantined)
+        raise SystemExit(f"fleet manifest {manifest} has {len(quarantined)} invalid rows: {reasons}")
+    return specs
+
+
+@contextlib.contextmanager
+def fresh_store(work_dir: Path) -> Iterator[Store]:
+    """Yield a store in a new, empty folder and delete the folder afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="store-", dir=work_dir))
+    try:
+        yield Store("file", root.as_posix())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def start_prefect_server() -> float:
+    """Start the ephemeral Prefect server with a trivial flow run and return the seconds it took.
+
+    Without this the first timed flow run would include the server start.
+    """
+    started = time.perf_counter()
+    state = _warm_up(return_state=True)
+    wait_until_recorded(state.state_details.flow_run_id)
+    seconds = time.perf_counter() - started
+    logger.info("Ephemeral Prefect server ready after %.1f s", seconds)
+    return seconds
+
+
+@flow(name="benchmark-warm-up")
+def _warm_up() -> None:
+    return None
+
+
+# --- the three modes ----------------------------------------------------------------------
+
+
+def sequential_map(function: Callable[..., Any], items: list[Any], **kwargs: Any) -> list[Any]:
+    return [function(item, **kwargs) for item in items]
+
+
+def build_with(
+    map_function: MapFunction, specs: list[RecordingSpec], *, config: BuildConfig, store: Store, manifest: Path
+) -> dict[str, Any]:
+    """Build and commit a dataset, running the per-recording and per-partition work through `map_function`.
+
+    Returns:
+        Seconds per step, the summed seconds the partitions reported, and counts.
+    """
+    started = time.perf_counter()
+    prepared = map_function(prepare_recording, specs, config=config, store=store)
+    prepare_s = time.perf_counter() - started
+
+    accepted = [record for record in prepared if "quarantined" not in record]
+    accepted, duplicates = drop_duplicates(accepted)
+    quarantined = [record["quarantined"] for record in prepared if "quarantined" in record] + duplicates
+    version = dataset_version(accepted, config)
+    partitions = plan_partitions(accepted, config=config, version=version)
+
+    step = time.perf_counter()
+    written = map_function(extract_partition, partitions, store=store)
+    extract_s = time.perf_counter() - step
+
+    dataset = build_manifest(
+        version=version,
+        config=config,
+        recordings=accepted,
+        partitions=written,
+        quarantined=quarantined,
+        source_manifest=str(manifest),
+    )
+    commit_dataset(store, dataset)
+    return {
+        "wall_s": time.perf_counter() - started,
+        "prepare_s": prepare_s,
+        "extract_s": extract_s,
+        "feature_code_s": sum(record["seconds"]["features"] for record in written),
+        "partition_work_s": sum(record["seconds"]["total"] for record in written),
+        "recordings": len(accepted),
+        "quarantined": len(quarantined),
+        "partitions": len(written),
+        "windows": sum(record["rows"] for record in written),
+        "version": version,
+    }
+
+
+def time_plain_loop(specs: list[RecordingSpec], *, config: BuildConfig, store: Store, manifest: Path) -> dict[str, Any]:
+    """Time the manual baseline: every recording and partition in turn, in this process."""
+    load = os.getloadavg()[0]
+    cpu_started = time.process_time()
+    run = build_with(sequential_map, specs, config=config, store=store, manifest=manifest)
+    run["cpu_s"] = time.process_time() - cpu_started
+    run["load_average_1min"] = load
+    logger.info("plain loop: %.2f s wall, %.2f s CPU", run["wall_s"], run["cpu_s"])
+    return run
+
+
+def time_dask(
+    specs: list[RecordingSpec], *, config: BuildConfig, store: Store, manifest: Path, n_workers: int
+) -> dict[str, Any]:
+    """Time the same functions through ``client.map`` on a fresh local cluster."""
+    from distributed import Client, LocalCluster
+
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
+    client = Client(cluster, set_as_default=False)
+    cluster_start_s = time.perf_counter() - started
+
+    def client_map(function: Callable[..., Any], items: list[Any], **kwargs: Any) -> list[Any]:
+        return client.gather(client.map(function, items, pure=False, **kwargs))
+
+    try:
+        run = build_with(client_map, specs, config=config, store=store, manifest=manifest)
+    finally:
+        closing = time.perf_counter()
+        close_quietly(client, cluster)
+        cluster_close_s = time.perf_counter() - closing
+
+    run.update(
+        cluster_start_s=cluster_start_s,
+        cluster_close_s=cluster_close_s,
+        wall_with_cluster_s=cluster_start_s + run["wall_s"] + cluster_close_s,
+        load_average_1min=load,
+    )
+    logger.info("dask: %.2f s wall, %.2f s with cluster start and close", run["wall_s"], run["wall_with_cluster_s"])
+    return run
+
+
+def close_quietly(client: Any, cluster: Any) -> None:
+    """Close a client and its cluster; workers that close first log a harmless CommClosedError."""
+    distributed_logger = logging.getLogger("distributed")
+    distributed_logger.setLevel(logging.CRITICAL)
+    try:
+        client.close()
+        cluster.close()
+    finally:
+        distributed_logger.setLevel(logging.WARNING)
+
+
+def time_flow(manifest: Path, *, config: BuildConfig, store: Store, n_workers: int, n_batches: int) -> dict[str, Any]:
+    """Time the `build-dataset` flow, which starts and closes its own local cluster.
+
+    ``prefect_overhead_s`` is the wall time outside the cluster start and the
+    two Dask steps: flow and task run bookkeeping, artifacts, manifest reading
+    and the cluster close.
+    """
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    state = build_dataset(
+        return_state=True,
+        manifest=str(manifest),
+        storage=LocalStorage(basepath=store.root),
+        compute=DaskCompute(n_workers=n_workers, threads_per_worker=1),
+        config=config,
+        n_batches=n_batches,
+    )
+    wall_s = time.perf_counter() - started
+    summary = flow_result(state, name="build-dataset")
+    recorded_after_s = time_until_recorded(state)
+
+    seconds = summary["seconds"]
+    dask_steps_s = seconds["prepare_recordings"] + seconds["extract_features"]
+    run = {
+        "wall_s": wall_s,
+        "flow_total_s": seconds["total"],
+        "cluster_start_s": seconds["cluster_start"],
+        "prepare_s": seconds["prepare_recordings"],
+        "extract_s": seconds["extract_features"],
+        "dask_steps_s": dask_steps_s,
+        "prefect_overhead_s": wall_s - seconds["cluster_start"] - dask_steps_s,
+        "feature_code_s": seconds["feature_code"],
+        "recorded_after_s": recorded_after_s,
+        "partitions": summary["partitions"],
+        "windows": summary["windows"],
+        "version": summary["version"],
+        "load_average_1min": load,
+    }
+    logger.info("flow: %.2f s wall, %.2f s of it outside the Dask steps and cluster start", wall_s, run["prefect_overhead_s"])
+    return run
+
+
+def flow_result(state: Any, *, name: str) -> Any:
+    """Return the result of a finished flow run, or stop the benchmark if it did not complete."""
+    if not state.is_completed():
+        raise SystemExit(f"flow run {name} ({state.state_details.flow_run_id}) ended {state.name}: {state.message}")
+    return state.result()
+
+
+def time_until_recorded(state: Any) -> float:
+    """Wait until the server has recorded the flow run's task runs; return the seconds waited.
+
+    The wait keeps the server's event processing out of the next timed run.
+    """
+    started = time.perf_counter()
+    wait_until_recorded(state.state_details.flow_run_id)
+    return time.perf_counter() - started
+
+
+# --- one Prefect task per partition -------------------------------------------------------
+
+
+@task(name="extract-partition", cache_policy=NO_CACHE)
+def extract_partition_task(partition: dict[str, Any], *, store: Store) -> dict[str, Any]:
+    return extract_partition(partition, store=store)
+
+
+@flow(name="benchmark-extract-per-partition", validate_parameters=False)
+def extract_per_partition(partitions: list[dict[str, Any]], store: Store) -> list[dict[str, Any]]:
+    """Run one Prefect task per partition on the flow's task runner."""
+    futures = extract_partition_task.map(partitions, store=unmapped(store))
+    return [future.result() for future in futures]
+
+
+def time_per_partition_tasks(
+    specs: list[RecordingSpec], *, config: BuildConfig, work_dir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Time N partitions as N Prefect tasks, against the plain loop on the same N.
+
+    The tasks run on Prefect's `ThreadPoolTaskRunner` with ``--workers``
+    threads in this process. A `DaskTaskRunner` is no option in ephemeral
+    mode, because each Dask worker would start a Prefect server of its own.
+    The recordings are prepared once, untimed. The extrapolation to every
+    partition assumes a constant cost per task run; it is an estimate, not a
+    measurement.
+    """
+    with fresh_store(work_dir) as store:
+        partitions = plan_prepared_partitions(specs, config=config, store=store)
+        subset = spread_subset(partitions, args.per_task_partitions)
+        plain_runs, task_runs = [], []
+        for repeat in range(args.repeats):
+            logger.info("One task per partition, repeat %d of %d", repeat + 1, args.repeats)
+            plain_runs.append(time_subset_plain(subset, store=store))
+            task_runs.append(time_subset_tasks(subset, store=store, threads=args.workers))
+
+    plain = median_of_runs(plain_runs)
+    tasks_ = median_of_runs(task_runs)
+    per_partition_s = tasks_["wall_s"] / len(subset)
+    return {
+        "partitions": len(subset),
+        "of_partitions": len(partitions),
+        "task_runner": f"prefect.task_runners.ThreadPoolTaskRunner(max_workers={args.workers})",
+        "runs": {"plain_loop": plain_runs, "prefect_tasks": task_runs},
+        "median": {"plain_loop": plain, "prefect_tasks": tasks_},
+        "wall_per_partition_ms": {
+            "plain_loop": 1000 * plain["wall_s"] / len(subset),
+            "prefect_tasks": 1000 * per_partition_s,
+        },
+        "extrapolated_wall_all_partitions_s": per_partition_s * len(partitions),
+    }
+
+
+def plan_prepared_partitions(specs: list[RecordingSpec], *, config: BuildConfig, store: Store) -> list[dict[str, Any]]:
+    prepared = sequential_map(prepare_recording, specs, config=config, store=store)
+    accepted, _duplicates = drop_duplicates([record for record in prepared if "quarantined" not in record])
+    return plan_partitions(accepted, config=config, version=dataset_version(accepted, config))
+
+
+def spread_subset(items: list[Any], count: int) -> list[Any]:
+    """Pick `count` items at even steps, so that every device is in the subset."""
+    if count >= len(items):
+        return list(items)
+    step = len(items) / count
+    return [items[int(index * step)] for index in range(count)]
+
+
+def time_subset_plain(partitions: list[dict[str, Any]], *, store: Store) -> dict[str, Any]:
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    sequential_map(extract_partition, partitions, store=store)
+    return {"wall_s": time.perf_counter() - started, "load_average_1min": load}
+
+
+def time_subset_tasks(partitions: list[dict[str, Any]], *, store: Store, threads: int) -> dict[str, Any]:
+    load = os.getloadavg()[0]
+    runner = ThreadPoolTaskRunner(max_workers=threads)
+    started = time.perf_counter()
+    state = extract_per_partition.with_options(task_runner=runner)(partitions, store, return_state=True)
+    wall_s = time.perf_counter() - started
+    flow_result(state, name="benchmark-extract-per-partition")
+    recorded_after_s = time_until_recorded(state)
+    logger.info("%d partitions as Prefect tasks: %.2f s wall", len(partitions), wall_s)
+    return {"wall_s": wall_s, "recorded_after_s": recorded_after_s, "load_average_1min": load}
+
+
+# --- checks and results -------------------------------------------------------------------
+
+
+def dataset_digest(store: Store) -> str:
+    """Return a hash of the latest dataset's version, partition keys and partition content hashes."""
+    dataset = read_dataset_manifest(store)
+    contents = [(p["key"], p["content_sha256"]) for p in dataset["partitions"]]
+    return hashlib.sha256(json.dumps([dataset["version"], contents]).encode()).hexdigest()
+
+
+def check_identical_datasets(digests: set[str]) -> None:
+    if len(digests) != 1:
+        raise SystemExit(
+            f"the timed runs wrote {len(digests)} different datasets from the same recordings and configuration; "
+            "the modes do not do the same work, so their times are not comparable. Check tasks.dataset for "
+            "nondeterminism before benchmarking."
+        )
+
+
+def median_of_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the median of every numeric field over `runs`; other fields come from the first run."""
+    merged: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            merged[key] = statistics.median(run[key] for run in runs)
+        else:
+            merged[key] = value
+    return merged
+
+
+def reduction_pct(baseline_s: float, other_s: float) -> float:
+    """Return how much less wall time `other_s` took than `baseline_s`, in percent (negative: slower)."""
+    return 100.0 * (1.0 - other_s / baseline_s)
+
+
+def dataset_reductions(median: dict[str, dict[str, Any]]) -> dict[str, float]:
+    baseline = median["plain_loop"]["wall_s"]
+    return {
+        "dask_build_only": reduction_pct(baseline, median["dask"]["wall_s"]),
+        "dask_with_cluster_start_and_close": reduction_pct(baseline, median["dask"]["wall_with_cluster_s"]),
+        "flow": reduction_pct(baseline, median["flow"]["wall_s"]),
+    }
+
+
+def workload_info(run: dict[str, Any], *, devices: int, config: BuildConfig, workers: int) -> dict[str, Any]:
+    return {
+        "devices": devices,
+        "recordings": run["recordings"],
+        "partitions": run["partitions"],
+        "windows": run["windows"],
+        "windows_per_partition": config.windows_per_partition,
+        "window_length": config.features.window_length,
+        "dask_workers": workers,
+        "dataset_version": run["version"],
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    """Describe the machine and the installed package versions."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_1min_at_end": os.getloadavg()[0],
+        "packages": {name: installed_version(name) for name in PACKAGES},
+    }
+
+
+def cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def installed_version(name: str) -> str | None:
+    try:
+        return package_version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def command_line() -> str:
+    return shlex.join(["python", os.path.relpath(sys.argv[0], REPO_ROOT), *sys.argv[1:]])
+
+
+def emit_result(result: dict[str, Any], *, output: Path | None) -> None:
+    text = json.dumps(result, indent=2, sort_keys=True)
+    print(text)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
