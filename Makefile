@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean up down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
+
+# Operations: a Prefect server on 127.0.0.1:4200 with one worker per pool.
+up: $(BIN)/.installed
+	$(BIN)/daqflow up
+
+down: $(BIN)/.installed
+	$(BIN)/daqflow down
 
 clean:
 	rm -rf $(VENV) .daqflow

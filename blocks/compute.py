@@ -88,5 +88,8 @@ def resolve_compute(compute: "DaskCompute | str | None") -> DaskCompute:
         return DaskCompute()
     if isinstance(compute, DaskCompute):
         return compute
-    name = compute if "/" in compute else f"daqflow-dask-compute/{compute}"
-    return DaskCompute.load(name)
+    name = compute if "/" in compute else f"{DaskCompute.get_block_type_slug()}/{compute}"
+    block = Block.load(name)
+    if not isinstance(block, DaskCompute):
+        raise TypeError(f"block {name!r} is a {type(block).__name__}, not a DaskCompute; save a DaskCompute block under that name.")
+    return block

@@ -57,5 +57,8 @@ def resolve_edge_target(edge_target: "EdgeTarget | str | None", *, default_basep
         return EdgeTarget(basepath=default_basepath)
     if isinstance(edge_target, EdgeTarget):
         return edge_target
-    name = edge_target if "/" in edge_target else f"daqflow-edge-target/{edge_target}"
-    return EdgeTarget.load(name)
+    name = edge_target if "/" in edge_target else f"{EdgeTarget.get_block_type_slug()}/{edge_target}"
+    block = Block.load(name)
+    if not isinstance(block, EdgeTarget):
+        raise TypeError(f"block {name!r} is a {type(block).__name__}, not an EdgeTarget; save an EdgeTarget block under that name.")
+    return block

@@ -96,7 +96,7 @@ def resolve_storage(storage: "StorageBlock | str | None", *, default_basepath: s
     if isinstance(storage, StorageBlock):
         return storage
     if "/" not in storage:
-        storage = f"daqflow-local-storage/{storage}"
+        storage = f"{LocalStorage.get_block_type_slug()}/{storage}"
     block = Block.load(storage)
     if not isinstance(block, StorageBlock):
         raise TypeError(

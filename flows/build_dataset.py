@@ -18,6 +18,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.context import get_run_context
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 
@@ -113,6 +114,7 @@ def build_dataset(
     seconds["total"] = time.perf_counter() - started
     summary["seconds"] = seconds
     summary["location"] = store.url(f"datasets/{version}")
+    summary["flow_run_id"] = str(get_run_context().flow_run.id)
     _publish_artifacts(summary)
     logger.info(
         "Dataset %s: %d recordings, %d partitions, %d windows, %d quarantined",

@@ -76,6 +76,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--devices", type=int, default=27, help="devices in the derived fleet (default 27)")
     demo.set_defaults(handler=_demo)
 
+    up = commands.add_parser("up", help="start a Prefect server on 127.0.0.1, one worker per pool, and deploy the flows")
+    up.add_argument("--port", type=int, default=4200, help="server port on 127.0.0.1 (default 4200)")
+    _add_workdir(up)
+    up.add_argument("--manifest", type=Path, default=SAMPLE_MANIFEST, help="recordings manifest of the nightly deployment (default: the sample)")
+    up.add_argument("--fleet", type=Path, help="fleet TOML of the nightly deployment")
+    up.add_argument("--webhook-url", help="send failure notifications to this webhook URL")
+    up.add_argument("--fast-polling", action="store_true", help="workers poll every second instead of every 10 s")
+    up.set_defaults(handler=_up)
+
+    down = commands.add_parser("down", help="stop the server and workers that `daqflow up` started")
+    _add_workdir(down)
+    down.set_defaults(handler=_down)
+
+    trigger = commands.add_parser("trigger", help="start a run of the nightly-retrain deployment now")
+    trigger.add_argument("--port", type=int, default=4200, help="server port on 127.0.0.1 (default 4200)")
+    trigger.add_argument("--wait", action="store_true", help="wait for the run to finish and print its state")
+    trigger.set_defaults(handler=_trigger)
+
     commands.add_parser("edge", help="edge runtime: verify, predict, rollback (see `daqflow edge --help`)")
     return parser
 
@@ -209,6 +227,64 @@ def _demo_predict(summary: dict[str, Any], manifest: Path) -> int:
         return status
     result = json.loads(output.getvalue())
     print(f"edge verdict: {result['majority_label']} over {result['window_count']} windows; true label: {row['label']}")
+    return 0
+
+
+def _ops_home(workdir: Path) -> Path:
+    return workdir / "ops"
+
+
+def _up(args: argparse.Namespace) -> int:
+    from flows._runtime import configure_environment
+
+    configure_environment()
+    from blocks import EDGE_BLOCK_NAME, STORAGE_BLOCK_NAME
+    from deployments.deploy import deployment_specs
+    from deployments.local import up
+
+    specs = deployment_specs(
+        storage_block=STORAGE_BLOCK_NAME,
+        edge_block=EDGE_BLOCK_NAME,
+        fleet=str(args.fleet.resolve()) if args.fleet else None,
+        manifest=str(args.manifest.resolve()),
+    )
+    state = up(
+        home=_ops_home(args.workdir),
+        port=args.port,
+        webhook_url=args.webhook_url,
+        workdir=args.workdir,
+        specs=specs,
+        fast_polling=args.fast_polling,
+    )
+    print(f"Prefect UI: {state['ui_url']}  (database: {state['database']})")
+    print(f"workers: {', '.join(f'{pool} pid {pid}' for pool, pid in state['worker_pids'].items())}")
+    print(f"to use the prefect CLI: export PREFECT_API_URL={state['api_url']}")
+    print("start the nightly retraining now: daqflow trigger --wait")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from deployments.local import down
+
+    down(home=_ops_home(args.workdir))
+    print("stopped")
+    return 0
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    from flows._runtime import configure_environment
+
+    configure_environment()
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api_url = f"http://127.0.0.1:{args.port}/api"
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        flow_run = run_deployment("nightly-retrain/nightly-retrain", timeout=None if args.wait else 0)
+    print(f"flow run {flow_run.name} ({flow_run.id}): http://127.0.0.1:{args.port}/runs/flow-run/{flow_run.id}")
+    if args.wait:
+        print(f"ended {flow_run.state.name}: {flow_run.state.message or ''}")
+        return 0 if flow_run.state.is_completed() else 1
     return 0
 
 

@@ -15,14 +15,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.logging import get_run_logger
 
+from deployments.notifications import emit_training_failure
 from tasks.dataset import read_dataset_manifest
 from tasks.device_training import train_and_gate
 from tasks.fleet import FleetConfig
 from tasks.publish import publish_device
 from tasks.registry import ModelRegistry
 from tasks.store import Store
-
-FAILURE_EVENT = "daqflow.device.training.failed"
 
 
 @task(name="train-device", task_run_name="train-{device_id}", cache_policy=NO_CACHE)
@@ -36,7 +35,9 @@ def train_device(device_id: str, *, store: Store, dataset_version: str, fleet: F
     except Exception as error:  # noqa: BLE001 (one device's failure must not stop the fleet)
         reason = f"{type(error).__name__}: {error}"
         logger.error("Training of device %s failed: %s", device_id, reason)
-        emit_training_failure(device_id=device_id, daq_id=fleet.daq_id, reason=reason)
+        emit_training_failure(
+            device_id=device_id, daq_id=fleet.daq_id, reason=reason, flow_run_id=str(get_run_context().task_run.flow_run_id)
+        )
         return {"device_id": device_id, "model_type": device.model_type, "status": "failed", "reason": reason}
 
     logger.info(
@@ -67,18 +68,3 @@ def publish_bundle(device_id: str, *, store: Store, edge_root: Path, signing_key
         get_run_logger().error("Publishing %s of device %s failed: %s", champion, device_id, reason)
         return {"device_id": device_id, "version": champion, "bundle": None, "published": False, "error": reason}
 
-
-def emit_training_failure(*, device_id: str, daq_id: str, reason: str) -> None:
-    """Emit the event that the failure-notification automation listens for."""
-    from prefect.events import emit_event
-
-    flow_run = get_run_context().task_run.flow_run_id
-    emit_event(
-        event=FAILURE_EVENT,
-        resource={
-            "prefect.resource.id": f"daqflow.device.{device_id}",
-            "daqflow.device_id": device_id,
-            "daqflow.daq_id": daq_id,
-        },
-        payload={"reason": reason, "flow_run_id": str(flow_run)},
-    )
