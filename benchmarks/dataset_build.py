@@ -22,16 +22,19 @@ per partition (on Prefect's thread pool task runner) for N partitions spread
 over the fleet, and extrapolates that cost linearly to all partitions.
 
 Repeats are interleaved (loop, Dask, flow, loop, ...), so that a change in the
-load from other processes on the machine hits every mode alike. The three
-modes must write identical datasets (same partition keys and content hashes),
-otherwise the script fails. The result is one JSON object on stdout; progress
-goes to stderr.
+load from other processes hits every mode alike. Before each timed run the
+script waits, up to ``--quiet-wait-s``, for the machine's CPU use to drop to
+``--quiet-cpu-pct``, and records the CPU use before and during the run. The
+three modes must write identical datasets (same partition keys and content
+hashes), otherwise the script fails. The result is one JSON object on stdout;
+progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -45,7 +48,7 @@ import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version as package_version
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import psutil
 
@@ -93,8 +96,9 @@ PACKAGES = (
     "onnxruntime",
     "onnxmltools",
 )
+MODES = ("plain_loop", "dask", "flow")
 
-MapFunction = Callable[..., list[Any]]
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,7 +136,19 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options that both benchmark scripts take."""
     parser.add_argument("--devices", type=positive_int, default=27, help="devices in the derived fleet, 1 to 200 (default 27)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the derived fleet (default 0)")
-    parser.add_argument("--repeats", type=positive_int, default=3, help="runs of each mode; medians are reported (default 3)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs of each mode; medians are reported (default 3)")
+    parser.add_argument(
+        "--quiet-cpu-pct",
+        type=float,
+        default=30.0,
+        help="before each timed run, wait until the machine's CPU use over one second is at most this percent (default 30)",
+    )
+    parser.add_argument(
+        "--quiet-wait-s",
+        type=float,
+        default=20.0,
+        help="longest wait for that quiet second, in seconds; the run then starts anyway (default 20, 0 disables the wait)",
+    )
     parser.add_argument(
         "--source-manifest",
         type=Path,
@@ -166,28 +182,16 @@ def configure_logging() -> None:
 
 
 def run_benchmark(args: argparse.Namespace, *, work_dir: Path) -> dict[str, Any]:
-    """Derive the fleet, run every mode `args.repeats` times and return the result object."""
+    """Derive the fleet, time every mode `args.repeats` times and return the result object."""
     config = BuildConfig(windows_per_partition=args.windows_per_partition)
     manifest = derive_benchmark_fleet(args.source_manifest, n_devices=args.devices, seed=args.seed, work_dir=work_dir)
     specs = read_fleet_specs(manifest)
     warm_up_plain_loop(specs[:1], config=config, work_dir=work_dir, manifest=manifest)
     server_start_s = start_prefect_server()
 
-    runs: dict[str, list[dict[str, Any]]] = {"plain_loop": [], "dask": [], "flow": []}
-    digests: set[str] = set()
-    for repeat in range(args.repeats):
-        logger.info("Repeat %d of %d", repeat + 1, args.repeats)
-        with fresh_store(work_dir) as store:
-            runs["plain_loop"].append(time_plain_loop(specs, config=config, store=store, manifest=manifest))
-            digests.add(dataset_digest(store))
-        with fresh_store(work_dir) as store:
-            runs["dask"].append(time_dask(specs, config=config, store=store, manifest=manifest, n_workers=args.workers))
-            digests.add(dataset_digest(store))
-        with fresh_store(work_dir) as store:
-            runs["flow"].append(time_flow(manifest, config=config, store=store, n_workers=args.workers, n_batches=args.batches))
-            digests.add(dataset_digest(store))
-    check_identical_datasets(digests)
-
+    runs = time_modes(specs, config=config, manifest=manifest, work_dir=work_dir, args=args)
+    median = {mode: median_of_runs(mode_runs) for mode, mode_runs in runs.items()}
+    fastest = {mode: min(run["wall_s"] for run in mode_runs) for mode, mode_runs in runs.items()}
     result = {
         "benchmark": "dataset_build",
         "command": command_line(),
@@ -196,17 +200,38 @@ def run_benchmark(args: argparse.Namespace, *, work_dir: Path) -> dict[str, Any]
         "repeats": args.repeats,
         "prefect_server_start_s": server_start_s,
         "runs": runs,
-        "median": {mode: median_of_runs(mode_runs) for mode, mode_runs in runs.items()},
+        "median": median,
+        "fastest_wall_s": fastest,
+        "reduction_vs_plain_loop_pct": dataset_reductions(median),
     }
-    result["reduction_vs_plain_loop_pct"] = dataset_reductions(result["median"])
     if args.per_task_partitions:
-        result["prefect_per_partition"] = time_per_partition_tasks(
-            specs, config=config, work_dir=work_dir, args=args
-        )
+        result["prefect_per_partition"] = time_per_partition_tasks(specs, config=config, work_dir=work_dir, args=args)
     return result
 
 
-# --- inputs -------------------------------------------------------------------------------
+def time_modes(
+    specs: list[RecordingSpec], *, config: BuildConfig, manifest: Path, work_dir: Path, args: argparse.Namespace
+) -> dict[str, list[dict[str, Any]]]:
+    """Time the modes in turn, `args.repeats` rounds; stop if they wrote different datasets."""
+    timers: dict[str, Callable[[Store], dict[str, Any]]] = {
+        "plain_loop": functools.partial(time_plain_loop, specs, config=config, manifest=manifest),
+        "dask": functools.partial(time_dask, specs, config=config, manifest=manifest, n_workers=args.workers),
+        "flow": functools.partial(time_flow, manifest, config=config, n_workers=args.workers, n_batches=args.batches),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    digests: set[str] = set()
+    for repeat in range(args.repeats):
+        logger.info("Repeat %d of %d", repeat + 1, args.repeats)
+        for mode in MODES:
+            with fresh_store(work_dir) as store:
+                run, machine = watched(functools.partial(timers[mode], store=store), args=args)
+                runs[mode].append({**run, **machine})
+                digests.add(dataset_digest(store))
+    check_identical_datasets(digests)
+    return runs
+
+
+# --- inputs and set-up --------------------------------------------------------------------
 
 
 def derive_benchmark_fleet(source_manifest: Path, *, n_devices: int, seed: int, work_dir: Path) -> Path:
@@ -267,6 +292,37 @@ def _noop_flow() -> None:
     return None
 
 
+def watched(timed: Callable[[], T], *, args: argparse.Namespace) -> tuple[T, dict[str, float]]:
+    """Call `timed` once the machine is quiet; return its result and the machine's CPU use.
+
+    ``machine_cpu_pct_before`` is the CPU use of all processes in the second
+    before the call, when this script is idle, so it is the load from others.
+    ``machine_cpu_pct_during`` covers the whole call, including untimed steps
+    such as the wait for the Prefect server. On 2 cores one busy process
+    alone is 50 %.
+    """
+    before = wait_for_quiet_machine(max_cpu_pct=args.quiet_cpu_pct, max_wait_s=args.quiet_wait_s)
+    psutil.cpu_percent(interval=None)
+    result = timed()
+    during = psutil.cpu_percent(interval=None)
+    return result, {"machine_cpu_pct_before": before, "machine_cpu_pct_during": during}
+
+
+def wait_for_quiet_machine(*, max_cpu_pct: float, max_wait_s: float) -> float:
+    """Sample the CPU use over one second until it is at most `max_cpu_pct` or `max_wait_s` has passed.
+
+    Returns:
+        The CPU use of the last sample, in percent of all cores.
+    """
+    deadline = time.monotonic() + max_wait_s
+    busy = psutil.cpu_percent(interval=1.0)
+    while busy > max_cpu_pct and time.monotonic() < deadline:
+        busy = psutil.cpu_percent(interval=1.0)
+    if busy > max_cpu_pct:
+        logger.info("Machine still %.0f %% busy after %.0f s of waiting; timing anyway", busy, max_wait_s)
+    return busy
+
+
 # --- the three modes ----------------------------------------------------------------------
 
 
@@ -275,7 +331,12 @@ def sequential_map(function: Callable[..., Any], items: list[Any], **kwargs: Any
 
 
 def build_with(
-    map_function: MapFunction, specs: list[RecordingSpec], *, config: BuildConfig, store: Store, manifest: Path
+    map_function: Callable[..., list[Any]],
+    specs: list[RecordingSpec],
+    *,
+    config: BuildConfig,
+    store: Store,
+    manifest: Path,
 ) -> dict[str, Any]:
     """Build and commit a dataset, running the per-recording and per-partition work through `map_function`.
 
@@ -321,11 +382,9 @@ def build_with(
 
 def time_plain_loop(specs: list[RecordingSpec], *, config: BuildConfig, store: Store, manifest: Path) -> dict[str, Any]:
     """Time the manual baseline: every recording and partition in turn, in this process."""
-    load = os.getloadavg()[0]
     cpu_started = time.process_time()
     run = build_with(sequential_map, specs, config=config, store=store, manifest=manifest)
     run["cpu_s"] = time.process_time() - cpu_started
-    run["load_average_1min"] = load
     logger.info("plain loop: %.2f s wall, %.2f s CPU", run["wall_s"], run["cpu_s"])
     return run
 
@@ -336,7 +395,6 @@ def time_dask(
     """Time the same functions through ``client.map`` on a fresh local cluster."""
     from distributed import Client, LocalCluster
 
-    load = os.getloadavg()[0]
     started = time.perf_counter()
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
     client = Client(cluster, set_as_default=False)
@@ -356,7 +414,6 @@ def time_dask(
         cluster_start_s=cluster_start_s,
         cluster_close_s=cluster_close_s,
         wall_with_cluster_s=cluster_start_s + run["wall_s"] + cluster_close_s,
-        load_average_1min=load,
     )
     logger.info("dask: %.2f s wall, %.2f s with cluster start and close", run["wall_s"], run["wall_with_cluster_s"])
     return run
@@ -377,10 +434,9 @@ def time_flow(manifest: Path, *, config: BuildConfig, store: Store, n_workers: i
     """Time the `build-dataset` flow, which starts and closes its own local cluster.
 
     ``prefect_overhead_s`` is the wall time outside the cluster start and the
-    two Dask steps: flow and task run bookkeeping, artifacts, manifest reading
-    and the cluster close.
+    two Dask steps: flow and task run bookkeeping, artifacts, manifest
+    writing and the cluster close.
     """
-    load = os.getloadavg()[0]
     started = time.perf_counter()
     state = build_dataset(
         return_state=True,
@@ -409,7 +465,6 @@ def time_flow(manifest: Path, *, config: BuildConfig, store: Store, n_workers: i
         "partitions": summary["partitions"],
         "windows": summary["windows"],
         "version": summary["version"],
-        "load_average_1min": load,
     }
     logger.info("flow: %.2f s wall, %.2f s of it outside the Dask steps and cluster start", wall_s, run["prefect_overhead_s"])
     return run
@@ -453,7 +508,7 @@ def time_per_partition_tasks(
     """Time N partitions as N Prefect tasks, against the plain loop on the same N.
 
     The tasks run on Prefect's `ThreadPoolTaskRunner` with ``--workers``
-    threads in this process. A `DaskTaskRunner` is no option in ephemeral
+    threads in this process. A `DaskTaskRunner` does not work in ephemeral
     mode, because each Dask worker would start a Prefect server of its own.
     The recordings are prepared once, untimed. The extrapolation to every
     partition assumes a constant cost per task run; it is an estimate, not a
@@ -462,26 +517,27 @@ def time_per_partition_tasks(
     with fresh_store(work_dir) as store:
         partitions = plan_prepared_partitions(specs, config=config, store=store)
         subset = spread_subset(partitions, args.per_task_partitions)
-        plain_runs, task_runs = [], []
+        timers = {
+            "plain_loop": functools.partial(time_subset_plain, subset, store=store),
+            "prefect_tasks": functools.partial(time_subset_tasks, subset, store=store, threads=args.workers),
+        }
+        runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in timers}
         for repeat in range(args.repeats):
             logger.info("One task per partition, repeat %d of %d", repeat + 1, args.repeats)
-            plain_runs.append(time_subset_plain(subset, store=store))
-            task_runs.append(time_subset_tasks(subset, store=store, threads=args.workers))
+            for mode, timer in timers.items():
+                run, machine = watched(timer, args=args)
+                runs[mode].append({**run, **machine})
 
-    plain = median_of_runs(plain_runs)
-    tasks_ = median_of_runs(task_runs)
-    per_partition_s = tasks_["wall_s"] / len(subset)
+    median = {mode: median_of_runs(mode_runs) for mode, mode_runs in runs.items()}
+    per_partition_s = {mode: values["wall_s"] / len(subset) for mode, values in median.items()}
     return {
         "partitions": len(subset),
         "of_partitions": len(partitions),
         "task_runner": f"prefect.task_runners.ThreadPoolTaskRunner(max_workers={args.workers})",
-        "runs": {"plain_loop": plain_runs, "prefect_tasks": task_runs},
-        "median": {"plain_loop": plain, "prefect_tasks": tasks_},
-        "wall_per_partition_ms": {
-            "plain_loop": 1000 * plain["wall_s"] / len(subset),
-            "prefect_tasks": 1000 * per_partition_s,
-        },
-        "extrapolated_wall_all_partitions_s": per_partition_s * len(partitions),
+        "runs": runs,
+        "median": median,
+        "wall_per_partition_ms": {mode: 1000 * seconds for mode, seconds in per_partition_s.items()},
+        "extrapolated_wall_all_partitions_s": {mode: seconds * len(partitions) for mode, seconds in per_partition_s.items()},
     }
 
 
@@ -500,14 +556,12 @@ def spread_subset(items: list[Any], count: int) -> list[Any]:
 
 
 def time_subset_plain(partitions: list[dict[str, Any]], *, store: Store) -> dict[str, Any]:
-    load = os.getloadavg()[0]
     started = time.perf_counter()
     sequential_map(extract_partition, partitions, store=store)
-    return {"wall_s": time.perf_counter() - started, "load_average_1min": load}
+    return {"wall_s": time.perf_counter() - started}
 
 
 def time_subset_tasks(partitions: list[dict[str, Any]], *, store: Store, threads: int) -> dict[str, Any]:
-    load = os.getloadavg()[0]
     runner = ThreadPoolTaskRunner(max_workers=threads)
     started = time.perf_counter()
     state = extract_per_partition.with_options(task_runner=runner)(partitions, store, return_state=True)
@@ -515,7 +569,7 @@ def time_subset_tasks(partitions: list[dict[str, Any]], *, store: Store, threads
     flow_result(state, name="benchmark-extract-per-partition")
     recorded_after_s = time_until_recorded(state)
     logger.info("%d partitions as Prefect tasks: %.2f s wall", len(partitions), wall_s)
-    return {"wall_s": wall_s, "recorded_after_s": recorded_after_s, "load_average_1min": load}
+    return {"wall_s": wall_s, "recorded_after_s": recorded_after_s}
 
 
 # --- checks and results -------------------------------------------------------------------
@@ -583,7 +637,7 @@ def machine_info() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "load_average_1min_at_end": os.getloadavg()[0],
+        "load_average_at_end": os.getloadavg(),
         "packages": {name: installed_version(name) for name in PACKAGES},
     }
 

@@ -18,6 +18,8 @@ from typing import Iterator
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from blocks.loading import load_saved_block
+
 logger = logging.getLogger(__name__)
 
 
@@ -88,8 +90,4 @@ def resolve_compute(compute: "DaskCompute | str | None") -> DaskCompute:
         return DaskCompute()
     if isinstance(compute, DaskCompute):
         return compute
-    name = compute if "/" in compute else f"{DaskCompute.get_block_type_slug()}/{compute}"
-    block = Block.load(name)
-    if not isinstance(block, DaskCompute):
-        raise TypeError(f"block {name!r} is a {type(block).__name__}, not a DaskCompute; save a DaskCompute block under that name.")
-    return block
+    return load_saved_block(compute, DaskCompute, default_type=DaskCompute)

@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from blocks.loading import load_saved_block
 from edge.bundle import generate_signing_key, load_private_key, private_key_to_pem
 from tasks.store import Store
 
@@ -57,8 +58,4 @@ def resolve_edge_target(edge_target: "EdgeTarget | str | None", *, default_basep
         return EdgeTarget(basepath=default_basepath)
     if isinstance(edge_target, EdgeTarget):
         return edge_target
-    name = edge_target if "/" in edge_target else f"{EdgeTarget.get_block_type_slug()}/{edge_target}"
-    block = Block.load(name)
-    if not isinstance(block, EdgeTarget):
-        raise TypeError(f"block {name!r} is a {type(block).__name__}, not an EdgeTarget; save an EdgeTarget block under that name.")
-    return block
+    return load_saved_block(edge_target, EdgeTarget, default_type=EdgeTarget)

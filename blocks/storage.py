@@ -15,6 +15,8 @@ from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
 from pydantic import Field
 
+from blocks.loading import load_saved_block
+
 from tasks.store import Store
 
 
@@ -95,12 +97,4 @@ def resolve_storage(storage: "StorageBlock | str | None", *, default_basepath: s
         return LocalStorage(basepath=default_basepath)
     if isinstance(storage, StorageBlock):
         return storage
-    if "/" not in storage:
-        storage = f"{LocalStorage.get_block_type_slug()}/{storage}"
-    block = Block.load(storage)
-    if not isinstance(block, StorageBlock):
-        raise TypeError(
-            f"block {storage!r} is a {type(block).__name__}, not a daqflow storage block; "
-            "save a LocalStorage or S3Storage block under that name."
-        )
-    return block
+    return load_saved_block(storage, StorageBlock, default_type=LocalStorage)

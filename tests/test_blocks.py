@@ -41,7 +41,7 @@ def test_resolve_compute_by_name():
 def test_wrong_block_type_rejected(tmp_path):
     register_blocks(tmp_path)
 
-    with pytest.raises(TypeError, match="not an EdgeTarget"):
+    with pytest.raises(TypeError, match="expected EdgeTarget"):
         resolve_edge_target("daqflow-local-storage/daqflow")
 
 
