@@ -22,6 +22,9 @@ def configure_environment() -> None:
     # flush interval lets `wait_until_recorded` return quickly at exit.
     os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL", "0.5")
     os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL", "0.5")
+    # Prefect's default of 20 s to start the temporary server is too short on
+    # a busy 2-core machine, where a start has taken longer.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def wait_until_recorded(flow_run_id: UUID | str, *, timeout_s: float = 60.0, settle_s: float = 2.0) -> int:

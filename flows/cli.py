@@ -119,7 +119,28 @@ def _run_flow(flow_fn, **parameters: Any) -> Any:
     return state.result()
 
 
+def _check_inputs(manifest: str, fleet: Path | None = None) -> str | None:
+    """Return an error message when the manifest or fleet file is unusable, before any flow starts."""
+    from tasks.fleet import load_fleet
+    from tasks.recordings import ManifestError, read_manifest
+
+    try:
+        read_manifest(manifest)
+        if fleet is not None:
+            load_fleet(fleet)
+    except (ManifestError, FileNotFoundError, ValueError) as error:
+        return str(error)
+    return None
+
+
+def _input_error(message: str) -> int:
+    print(f"daqflow: error: {message}", file=sys.stderr)
+    return 2
+
+
 def _build(args: argparse.Namespace) -> int:
+    if error := _check_inputs(str(args.manifest)):
+        return _input_error(error)
     from flows._runtime import configure_environment
 
     configure_environment()
@@ -140,6 +161,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if error := _check_inputs(str(args.manifest), args.fleet):
+        return _input_error(error)
     from flows._runtime import configure_environment
 
     configure_environment()
@@ -160,6 +183,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if error := _check_inputs(str(args.manifest), args.fleet):
+        return _input_error(error)
     from flows._runtime import configure_environment
 
     configure_environment()
@@ -282,10 +307,24 @@ def _trigger(args: argparse.Namespace) -> int:
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         flow_run = run_deployment("nightly-retrain/nightly-retrain", timeout=None if args.wait else 0)
     print(f"flow run {flow_run.name} ({flow_run.id}): http://127.0.0.1:{args.port}/runs/flow-run/{flow_run.id}")
-    if args.wait:
-        print(f"ended {flow_run.state.name}: {flow_run.state.message or ''}")
-        return 0 if flow_run.state.is_completed() else 1
-    return 0
+    if not args.wait:
+        return 0
+    print(f"ended {flow_run.state.name}{': ' + flow_run.state.message if flow_run.state.message else ''}")
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        summary = _read_run_summary(str(flow_run.id))
+    if summary is not None:
+        _print_run(summary)
+    return 0 if flow_run.state.is_completed() else 1
+
+
+def _read_run_summary(flow_run_id: str) -> dict[str, Any] | None:
+    """Read a nightly run's summary through the saved storage block the deployment uses."""
+    from blocks import STORAGE_BLOCK_NAME
+    from blocks.storage import resolve_storage
+
+    store = resolve_storage(STORAGE_BLOCK_NAME).get_store()
+    key = f"runs/{flow_run_id}/run-summary.json"
+    return store.read_json(key) if store.exists(key) else None
 
 
 def _print_run(summary: dict[str, Any]) -> None:

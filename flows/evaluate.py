@@ -79,7 +79,7 @@ def evaluate_champions(
 def score_device(store, registry: ModelRegistry, dataset: dict[str, Any], device_id: str) -> dict[str, Any]:
     champion = registry.get_alias(device_id)
     if champion is None:
-        return {"device_id": device_id, "version": None, "error": f"device `{device_id}` has no champion; run nightly_retrain first"}
+        return {"device_id": device_id, "version": None, "error": f"device `{device_id}` has no champion: no model of it has passed the gate yet. Run `daqflow run` with its recordings first"}
     manifest = registry.manifest(device_id, champion)
     if manifest["feature_config_hash"] != dataset["devices"][device_id]["feature_config_hash"]:
         return {

@@ -124,7 +124,7 @@ def run_summary(
     for record in records:
         status = record["status"]
         bundle = bundles.get(record["device_id"], {})
-        reason = record.get("reason")
+        reason = record.get("reason") or (record.get("gate") or {}).get("message")
         if status == "promoted":
             status = "published" if bundle.get("bundle") and bundle.get("version") == record["version"] else "failed"
             reason = reason or bundle.get("error")

@@ -112,7 +112,8 @@ def _reason(challenger: float, champion: float | None, config: GateConfig) -> Ga
 
 def _message(reason: GateReason, challenger: float, champion: float | None, config: GateConfig) -> str:
     if reason == "below_floor":
-        return f"challenger macro-F1 {challenger:.4f} is below the floor {config.min_macro_f1:.4f}; keeping the current champion."
+        kept = "keeping the current champion" if champion is not None else "the device keeps no model in service"
+        return f"challenger macro-F1 {challenger:.4f} is below the floor {config.min_macro_f1:.4f}; {kept}."
     if reason == "no_champion":
         return f"no champion yet; promoting the challenger (macro-F1 {challenger:.4f})."
     if reason == "better":

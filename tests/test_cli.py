@@ -64,5 +64,6 @@ def test_build_prints_counts_and_quarantine(tmp_path, sample_manifest, isolated_
 def test_missing_manifest_is_clear_error(tmp_path, isolated_env):
     built = daqflow("build", "--manifest", str(tmp_path / "nope.csv"), "--workdir", str(tmp_path / "wd"), env=isolated_env)
 
-    assert built.returncode != 0
+    assert built.returncode == 2
     assert "nope.csv" in built.stderr
+    assert "Traceback" not in built.stderr
