@@ -5,9 +5,8 @@ Usage, from the repository root::
     python benchmarks/dataset_build.py --repeats 3 > dataset-build.json
     python benchmarks/dataset_build.py --repeats 3 --windows-per-partition 4
 
-The script derives a fleet from the real CWRU sample (27 devices by default),
-then times three ways of building the same dataset, each on a fresh storage
-folder so that no run reuses the conditioned signals or the dataset of another:
+The script derives a fleet from the real CWRU sample (27 devices by default).
+It then times three ways of building the same dataset:
 
 - ``plain_loop``: the manual baseline, one process calling `prepare_recording`
   and `extract_partition` in a loop, with no Prefect and no Dask.
@@ -19,15 +18,20 @@ folder so that no run reuses the conditioned signals or the dataset of another:
 
 With ``--per-task-partitions N`` (default 200) it also times one Prefect task
 per partition (on Prefect's thread pool task runner) for N partitions spread
-over the fleet, and extrapolates that cost linearly to all partitions.
+over the fleet, against the plain loop on the same N, and extrapolates both
+linearly to all partitions.
 
-Repeats are interleaved (loop, Dask, flow, loop, ...), so that a change in the
-load from other processes hits every mode alike. Before each timed run the
-script waits, up to ``--quiet-wait-s``, for the machine's CPU use to drop to
-``--quiet-cpu-pct``, and records the CPU use before and during the run. The
-three modes must write identical datasets (same partition keys and content
-hashes), otherwise the script fails. The result is one JSON object on stdout;
-progress goes to stderr.
+Every timed run is a child process of this script with a fresh, empty storage
+folder. So no run reuses the conditioned signals or the dataset of another,
+and the modes without Prefect run with no Prefect server beside them (an idle
+ephemeral server keeps part of a core busy). A child first does its untimed
+set-up: imports, a warm-up, and for the Prefect modes the server start. Then
+it waits, up to ``--quiet-wait-s``, for the machine's CPU use to drop to
+``--quiet-cpu-pct``, and times its mode. Repeats are interleaved (loop, Dask,
+flow, loop, ...), so that a change in the load from other processes hits every
+mode alike. The modes must write identical datasets (same partition keys and
+content hashes), otherwise the script fails. The result is one JSON object on
+stdout, and progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import platform
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,16 +58,8 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import psutil
 
 # Importing `flows` sets DO_NOT_TRACK and PREFECT_SERVER_ANALYTICS_ENABLED
-# before anything imports Prefect.
+# before anything imports Prefect, here and in the child processes.
 import flows  # noqa: F401  (imported for its environment set-up)
-from prefect import flow, task, unmapped
-from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
-
-from blocks.compute import DaskCompute
-from blocks.storage import LocalStorage
-from flows._runtime import wait_until_recorded
-from flows.build_dataset import build_dataset
 from tasks.dataset import (
     BuildConfig,
     build_manifest,
@@ -97,27 +94,34 @@ PACKAGES = (
     "onnxmltools",
 )
 MODES = ("plain_loop", "dask", "flow")
+SUBSET_MODES = ("subset_plain_loop", "subset_prefect_tasks")
+# A timed run on a busy 2-core machine takes up to a few minutes; one that runs
+# for this long has hung.
+CHILD_TIMEOUT_S = 1200
 
 T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print its JSON result to stdout."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     configure_logging()
+    if args.timed_run:
+        return run_child(args)
+
     work_dir = Path(tempfile.mkdtemp(prefix="daqflow-bench-", dir=args.work_dir))
     try:
-        with contextlib.redirect_stdout(sys.stderr):
-            result = run_benchmark(args, work_dir=work_dir)
+        result = run_benchmark(args, argv=argv, work_dir=work_dir)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     emit_result(result, output=args.output)
     return 0
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(parser)
+    add_common_arguments(parser, child_modes=MODES + SUBSET_MODES)
     parser.add_argument(
         "--windows-per-partition", type=positive_int, default=8, help="windows per Parquet partition (default 8)"
     )
@@ -127,13 +131,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--per-task-partitions",
         type=non_negative_int,
         default=200,
-        help="partitions for the run with one Prefect task per partition; 0 skips that run (default 200)",
+        help="partitions for the run with one Prefect task per partition, or 0 to skip that run (default 200)",
     )
+    parser.add_argument("--fleet-manifest", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--store-root", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options that both benchmark scripts take."""
+def add_common_arguments(parser: argparse.ArgumentParser, *, child_modes: tuple[str, ...]) -> None:
+    """Add the options that both benchmark scripts take, and the hidden option that makes a child process."""
     parser.add_argument("--devices", type=positive_int, default=27, help="devices in the derived fleet, 1 to 200 (default 27)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the derived fleet (default 0)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs of each mode; medians are reported (default 3)")
@@ -146,8 +152,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet-wait-s",
         type=float,
-        default=20.0,
-        help="longest wait for that quiet second, in seconds; the run then starts anyway (default 20, 0 disables the wait)",
+        default=10.0,
+        help="maximum wait for that quiet second, in seconds, after which the run starts anyway (default 10, 0: no wait)",
     )
     parser.add_argument(
         "--source-manifest",
@@ -159,6 +165,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--work-dir", type=Path, default=None, help="folder for the temporary fleet and datasets (default: the system temp folder)"
     )
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON result to this file")
+    parser.add_argument("--timed-run", choices=child_modes, help=argparse.SUPPRESS)
 
 
 def positive_int(text: str) -> int:
@@ -176,69 +183,91 @@ def non_negative_int(text: str) -> int:
 
 
 def configure_logging() -> None:
-    """Send progress to stderr and keep Dask's worker start and stop messages out of it."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    """Send progress to stderr and keep Dask's worker start and stop messages out of it.
+
+    Importing Prefect configures the root logger, so the benchmark logger
+    gets its own handler.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
-def run_benchmark(args: argparse.Namespace, *, work_dir: Path) -> dict[str, Any]:
-    """Derive the fleet, time every mode `args.repeats` times and return the result object."""
-    config = BuildConfig(windows_per_partition=args.windows_per_partition)
-    manifest = derive_benchmark_fleet(args.source_manifest, n_devices=args.devices, seed=args.seed, work_dir=work_dir)
-    specs = read_fleet_specs(manifest)
-    warm_up_plain_loop(specs[:1], config=config, work_dir=work_dir, manifest=manifest)
-    server_start_s = start_prefect_server()
+# --- the parent process -------------------------------------------------------------------
 
-    runs = time_modes(specs, config=config, manifest=manifest, work_dir=work_dir, args=args)
+
+def run_benchmark(args: argparse.Namespace, *, argv: list[str], work_dir: Path) -> dict[str, Any]:
+    """Derive the fleet, time every mode `args.repeats` times in child processes and return the result object."""
+    manifest = derive_benchmark_fleet(args.source_manifest, n_devices=args.devices, seed=args.seed, work_dir=work_dir)
+    read_fleet_specs(manifest)
+    timed_run = functools.partial(time_in_fresh_store, argv=argv, manifest=manifest, work_dir=work_dir)
+
+    runs = repeat_interleaved(MODES, timed_run, repeats=args.repeats)
+    check_identical_datasets({run.pop("dataset_digest") for mode_runs in runs.values() for run in mode_runs})
     median = {mode: median_of_runs(mode_runs) for mode, mode_runs in runs.items()}
-    fastest = {mode: min(run["wall_s"] for run in mode_runs) for mode, mode_runs in runs.items()}
     result = {
         "benchmark": "dataset_build",
         "command": command_line(),
         "machine": machine_info(),
-        "workload": workload_info(runs["plain_loop"][0], devices=args.devices, config=config, workers=args.workers),
+        "workload": workload_info(median["plain_loop"], devices=args.devices, args=args),
         "repeats": args.repeats,
-        "prefect_server_start_s": server_start_s,
         "runs": runs,
         "median": median,
-        "fastest_wall_s": fastest,
+        "fastest_wall_s": {mode: min(run["wall_s"] for run in mode_runs) for mode, mode_runs in runs.items()},
         "reduction_vs_plain_loop_pct": dataset_reductions(median),
     }
     if args.per_task_partitions:
-        result["prefect_per_partition"] = time_per_partition_tasks(specs, config=config, work_dir=work_dir, args=args)
+        subset_runs = repeat_interleaved(SUBSET_MODES, timed_run, repeats=args.repeats)
+        result["prefect_per_partition"] = per_partition_summary(subset_runs, args=args)
     return result
 
 
-def time_modes(
-    specs: list[RecordingSpec], *, config: BuildConfig, manifest: Path, work_dir: Path, args: argparse.Namespace
+def repeat_interleaved(
+    modes: Sequence[str], timed_run: Callable[[str], dict[str, Any]], *, repeats: int
 ) -> dict[str, list[dict[str, Any]]]:
-    """Time the modes in turn, `args.repeats` rounds; stop if they wrote different datasets."""
-    timers: dict[str, Callable[[Store], dict[str, Any]]] = {
-        "plain_loop": functools.partial(time_plain_loop, specs, config=config, manifest=manifest),
-        "dask": functools.partial(time_dask, specs, config=config, manifest=manifest, n_workers=args.workers),
-        "flow": functools.partial(time_flow, manifest, config=config, n_workers=args.workers, n_batches=args.batches),
-    }
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
-    digests: set[str] = set()
-    for repeat in range(args.repeats):
-        logger.info("Repeat %d of %d", repeat + 1, args.repeats)
-        for mode in MODES:
-            with fresh_store(work_dir) as store:
-                run, machine = watched(functools.partial(timers[mode], store=store), args=args)
-                runs[mode].append({**run, **machine})
-                digests.add(dataset_digest(store))
-    check_identical_datasets(digests)
+    """Call `timed_run` for every mode in turn, `repeats` rounds, and return the runs by mode."""
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for repeat in range(repeats):
+        logger.info("Round %d of %d", repeat + 1, repeats)
+        for mode in modes:
+            runs[mode].append(timed_run(mode))
     return runs
 
 
-# --- inputs and set-up --------------------------------------------------------------------
+def time_in_fresh_store(mode: str, *, argv: list[str], manifest: Path, work_dir: Path) -> dict[str, Any]:
+    with fresh_folder(work_dir) as root:
+        return run_timed_child(mode, argv=argv, extra=["--fleet-manifest", str(manifest), "--store-root", str(root)])
+
+
+def run_timed_child(mode: str, *, argv: list[str], extra: list[str], script: Path = Path(__file__)) -> dict[str, Any]:
+    """Run one timed run of `mode` in a child process of `script`, and return the run record it prints.
+
+    The child's stderr goes to this process's stderr, so its errors show there.
+    """
+    command = [sys.executable, str(script), *argv, "--timed-run", mode, *extra]
+    try:
+        completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=CHILD_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(
+            f"the timed run of {mode} did not finish within {CHILD_TIMEOUT_S} s. Check the machine's load, "
+            "or lower --devices."
+        ) from None
+    if completed.returncode != 0:
+        raise SystemExit(
+            f"the timed run of {mode} failed with exit code {completed.returncode}; its error is in the log above. "
+            f"Command: {shlex.join(command)}"
+        )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def derive_benchmark_fleet(source_manifest: Path, *, n_devices: int, seed: int, work_dir: Path) -> Path:
     """Derive the benchmark fleet from real recordings and return its manifest path."""
     if not source_manifest.is_file():
         raise SystemExit(
-            f"source manifest {source_manifest} not found; run from a daqflow checkout or pass --source-manifest"
+            f"source manifest {source_manifest} not found. Run from a daqflow checkout or pass --source-manifest."
         )
     manifest = derive_fleet(source_manifest, n_devices=n_devices, out_dir=work_dir / "fleet", seed=seed)
     logger.info("Derived a fleet of %d devices from %s into %s", n_devices, source_manifest, manifest)
@@ -246,57 +275,72 @@ def derive_benchmark_fleet(source_manifest: Path, *, n_devices: int, seed: int, 
 
 
 def read_fleet_specs(manifest: Path) -> list[RecordingSpec]:
-    """Read the fleet manifest; every row must be valid, or the modes would time different inputs."""
+    """Read the fleet manifest, and stop unless every row is valid, because every mode must get the same inputs."""
     specs, quarantined = read_manifest(str(manifest))
     if quarantined:
         reasons = "; ".join(f"{row.path}: {row.message}" for row in quarantined)
-        raise SystemExit(f"fleet manifest {manifest} has {len(quarantined)} invalid rows: {reasons}")
+        raise SystemExit(f"fleet manifest {manifest} has {len(quarantined)} invalid rows: {reasons}. Fix the source manifest.")
     return specs
 
 
 @contextlib.contextmanager
-def fresh_store(work_dir: Path) -> Iterator[Store]:
-    """Yield a store in a new, empty folder and delete the folder afterwards."""
+def fresh_folder(work_dir: Path) -> Iterator[Path]:
+    """Yield a new, empty folder under `work_dir` and delete it afterwards."""
     root = Path(tempfile.mkdtemp(prefix="store-", dir=work_dir))
     try:
-        yield Store("file", root.as_posix())
+        yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def warm_up_plain_loop(specs: list[RecordingSpec], *, config: BuildConfig, work_dir: Path, manifest: Path) -> None:
-    """Build a dataset of `specs` untimed, so that no timed plain loop pays first imports and first calls.
+# --- a child process: one timed run -------------------------------------------------------
 
-    The Dask workers start fresh in every run and get no such warm-up: that
-    cost belongs to starting a cluster.
-    """
-    with fresh_store(work_dir) as store:
-        build_with(sequential_map, specs, config=config, store=store, manifest=manifest)
+
+def run_child(args: argparse.Namespace) -> int:
+    """Do the untimed set-up of `args.timed_run`, time it once and print the run record as one JSON line."""
+    timers: dict[str, Callable[..., dict[str, Any]]] = {
+        "plain_loop": time_plain_loop,
+        "dask": time_dask,
+        "flow": time_flow,
+        "subset_plain_loop": functools.partial(time_subset, in_prefect_tasks=False),
+        "subset_prefect_tasks": functools.partial(time_subset, in_prefect_tasks=True),
+    }
+    config = BuildConfig(windows_per_partition=args.windows_per_partition)
+    store = Store("file", args.store_root.resolve().as_posix())
+    specs = read_fleet_specs(args.fleet_manifest)
+    with contextlib.redirect_stdout(sys.stderr):
+        run = timers[args.timed_run](specs, config=config, store=store, args=args)
+    print(json.dumps(run))
+    return 0
+
+
+def warm_up_in_process(specs: list[RecordingSpec], *, config: BuildConfig, manifest: Path) -> None:
+    """Build a one-recording dataset in a throwaway folder, so that the timed run pays no first imports."""
+    with tempfile.TemporaryDirectory(prefix="warm-up-") as root:
+        build_with(sequential_map, specs[:1], config=config, store=Store("file", root), manifest=manifest)
 
 
 def start_prefect_server() -> float:
-    """Start the ephemeral Prefect server with a trivial flow run and return the seconds it took.
+    """Start the ephemeral Prefect server with a no-op flow run, and return the seconds it took."""
+    from prefect import flow
 
-    Without this the first timed flow run would include the server start.
-    """
+    from flows._runtime import wait_until_recorded
+
+    @flow(name="benchmark-noop")
+    def noop_flow() -> None:
+        return None
+
     started = time.perf_counter()
-    state = _noop_flow(return_state=True)
+    state = noop_flow(return_state=True)
     wait_until_recorded(state.state_details.flow_run_id)
-    seconds = time.perf_counter() - started
-    logger.info("Ephemeral Prefect server ready after %.1f s", seconds)
-    return seconds
-
-
-@flow(name="benchmark-noop")
-def _noop_flow() -> None:
-    return None
+    return time.perf_counter() - started
 
 
 def watched(timed: Callable[[], T], *, args: argparse.Namespace) -> tuple[T, dict[str, float]]:
-    """Call `timed` once the machine is quiet; return its result and the machine's CPU use.
+    """Call `timed` once the machine is quiet, and return its result with the machine's CPU use.
 
     ``machine_cpu_pct_before`` is the CPU use of all processes in the second
-    before the call, when this script is idle, so it is the load from others.
+    before the call, when this process is idle, so it is the load from others.
     ``machine_cpu_pct_during`` covers the whole call, including untimed steps
     such as the wait for the Prefect server. On 2 cores one busy process
     alone is 50 %.
@@ -321,9 +365,6 @@ def wait_for_quiet_machine(*, max_cpu_pct: float, max_wait_s: float) -> float:
     if busy > max_cpu_pct:
         logger.info("Machine still %.0f %% busy after %.0f s of waiting; timing anyway", busy, max_wait_s)
     return busy
-
-
-# --- the three modes ----------------------------------------------------------------------
 
 
 def sequential_map(function: Callable[..., Any], items: list[Any], **kwargs: Any) -> list[Any]:
@@ -380,47 +421,50 @@ def build_with(
     }
 
 
-def time_plain_loop(specs: list[RecordingSpec], *, config: BuildConfig, store: Store, manifest: Path) -> dict[str, Any]:
+def time_plain_loop(specs: list[RecordingSpec], *, config: BuildConfig, store: Store, args: argparse.Namespace) -> dict[str, Any]:
     """Time the manual baseline: every recording and partition in turn, in this process."""
-    cpu_started = time.process_time()
-    run = build_with(sequential_map, specs, config=config, store=store, manifest=manifest)
-    run["cpu_s"] = time.process_time() - cpu_started
+    warm_up_in_process(specs, config=config, manifest=args.fleet_manifest)
+
+    def timed() -> dict[str, Any]:
+        cpu_started = time.process_time()
+        run = build_with(sequential_map, specs, config=config, store=store, manifest=args.fleet_manifest)
+        run["cpu_s"] = time.process_time() - cpu_started
+        return run
+
+    run, machine = watched(timed, args=args)
     logger.info("plain loop: %.2f s wall, %.2f s CPU", run["wall_s"], run["cpu_s"])
-    return run
+    return {**run, **machine, "dataset_digest": dataset_digest(store)}
 
 
-def time_dask(
-    specs: list[RecordingSpec], *, config: BuildConfig, store: Store, manifest: Path, n_workers: int
-) -> dict[str, Any]:
-    """Time the same functions through ``client.map`` on a fresh local cluster."""
+def time_dask(specs: list[RecordingSpec], *, config: BuildConfig, store: Store, args: argparse.Namespace) -> dict[str, Any]:
+    """Time the same functions through ``client.map`` on a fresh local cluster of `args.workers` processes."""
     from distributed import Client, LocalCluster
 
-    started = time.perf_counter()
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
-    client = Client(cluster, set_as_default=False)
-    cluster_start_s = time.perf_counter() - started
+    def timed() -> dict[str, Any]:
+        started = time.perf_counter()
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
+        client = Client(cluster, set_as_default=False)
+        cluster_start_s = time.perf_counter() - started
 
-    def client_map(function: Callable[..., Any], items: list[Any], **kwargs: Any) -> list[Any]:
-        return client.gather(client.map(function, items, pure=False, **kwargs))
+        def client_map(function: Callable[..., Any], items: list[Any], **kwargs: Any) -> list[Any]:
+            return client.gather(client.map(function, items, pure=False, **kwargs))
 
-    try:
-        run = build_with(client_map, specs, config=config, store=store, manifest=manifest)
-    finally:
-        closing = time.perf_counter()
-        close_quietly(client, cluster)
-        cluster_close_s = time.perf_counter() - closing
+        try:
+            run = build_with(client_map, specs, config=config, store=store, manifest=args.fleet_manifest)
+        finally:
+            closing = time.perf_counter()
+            close_quietly(client, cluster)
+            cluster_close_s = time.perf_counter() - closing
+        wall_with_cluster_s = cluster_start_s + run["wall_s"] + cluster_close_s
+        return {**run, "cluster_start_s": cluster_start_s, "cluster_close_s": cluster_close_s, "wall_with_cluster_s": wall_with_cluster_s}
 
-    run.update(
-        cluster_start_s=cluster_start_s,
-        cluster_close_s=cluster_close_s,
-        wall_with_cluster_s=cluster_start_s + run["wall_s"] + cluster_close_s,
-    )
+    run, machine = watched(timed, args=args)
     logger.info("dask: %.2f s wall, %.2f s with cluster start and close", run["wall_s"], run["wall_with_cluster_s"])
-    return run
+    return {**run, **machine, "dataset_digest": dataset_digest(store)}
 
 
 def close_quietly(client: Any, cluster: Any) -> None:
-    """Close a client and its cluster; workers that close first log a harmless CommClosedError."""
+    """Close a client and its cluster with Dask's logs muted, because workers that close first log a harmless CommClosedError."""
     distributed_logger = logging.getLogger("distributed")
     distributed_logger.setLevel(logging.CRITICAL)
     try:
@@ -430,29 +474,35 @@ def close_quietly(client: Any, cluster: Any) -> None:
         distributed_logger.setLevel(logging.WARNING)
 
 
-def time_flow(manifest: Path, *, config: BuildConfig, store: Store, n_workers: int, n_batches: int) -> dict[str, Any]:
+def time_flow(specs: list[RecordingSpec], *, config: BuildConfig, store: Store, args: argparse.Namespace) -> dict[str, Any]:
     """Time the `build-dataset` flow, which starts and closes its own local cluster.
 
     ``prefect_overhead_s`` is the wall time outside the cluster start and the
     two Dask steps: flow and task run bookkeeping, artifacts, manifest
-    writing and the cluster close.
+    writing and the cluster close. `specs` is unused because the flow reads
+    the manifest itself.
     """
-    started = time.perf_counter()
-    state = build_dataset(
-        return_state=True,
-        manifest=str(manifest),
-        storage=LocalStorage(basepath=store.root),
-        compute=DaskCompute(n_workers=n_workers, threads_per_worker=1),
-        config=config,
-        n_batches=n_batches,
-    )
-    wall_s = time.perf_counter() - started
-    summary = flow_result(state, name="build-dataset")
-    recorded_after_s = time_until_recorded(state)
+    from blocks.compute import DaskCompute
+    from blocks.storage import LocalStorage
+    from flows.build_dataset import build_dataset
 
+    server_start_s = start_prefect_server()
+
+    run_flow = functools.partial(
+        build_dataset,
+        return_state=True,
+        manifest=str(args.fleet_manifest),
+        storage=LocalStorage(basepath=store.root),
+        compute=DaskCompute(n_workers=args.workers, threads_per_worker=1),
+        config=config,
+        n_batches=args.batches,
+    )
+    (wall_s, state), machine = watched(functools.partial(stopwatch, run_flow), args=args)
+    summary = flow_result(state, name="build-dataset")
     seconds = summary["seconds"]
     dask_steps_s = seconds["prepare_recordings"] + seconds["extract_features"]
-    run = {
+    logger.info("flow: %.2f s wall", wall_s)
+    return {
         "wall_s": wall_s,
         "flow_total_s": seconds["total"],
         "cluster_start_s": seconds["cluster_start"],
@@ -461,13 +511,14 @@ def time_flow(manifest: Path, *, config: BuildConfig, store: Store, n_workers: i
         "dask_steps_s": dask_steps_s,
         "prefect_overhead_s": wall_s - seconds["cluster_start"] - dask_steps_s,
         "feature_code_s": seconds["feature_code"],
-        "recorded_after_s": recorded_after_s,
+        "recorded_after_s": time_until_recorded(state),
+        "prefect_server_start_s": server_start_s,
         "partitions": summary["partitions"],
         "windows": summary["windows"],
         "version": summary["version"],
+        **machine,
+        "dataset_digest": dataset_digest(store),
     }
-    logger.info("flow: %.2f s wall, %.2f s of it outside the Dask steps and cluster start", wall_s, run["prefect_overhead_s"])
-    return run
 
 
 def flow_result(state: Any, *, name: str) -> Any:
@@ -478,67 +529,64 @@ def flow_result(state: Any, *, name: str) -> Any:
 
 
 def time_until_recorded(state: Any) -> float:
-    """Wait until the server has recorded the flow run's task runs; return the seconds waited.
+    """Wait until the server has recorded the flow run's task runs, and return the seconds waited."""
+    from flows._runtime import wait_until_recorded
 
-    The wait keeps the server's event processing out of the next timed run.
-    """
     started = time.perf_counter()
     wait_until_recorded(state.state_details.flow_run_id)
     return time.perf_counter() - started
 
 
-# --- one Prefect task per partition -------------------------------------------------------
-
-
-@task(name="extract-partition", cache_policy=NO_CACHE)
-def extract_partition_task(partition: dict[str, Any], *, store: Store) -> dict[str, Any]:
-    return extract_partition(partition, store=store)
-
-
-@flow(name="benchmark-extract-per-partition", validate_parameters=False)
-def extract_per_partition(partitions: list[dict[str, Any]], store: Store) -> list[dict[str, Any]]:
-    """Run one Prefect task per partition on the flow's task runner."""
-    futures = extract_partition_task.map(partitions, store=unmapped(store))
-    return [future.result() for future in futures]
-
-
-def time_per_partition_tasks(
-    specs: list[RecordingSpec], *, config: BuildConfig, work_dir: Path, args: argparse.Namespace
+def time_subset(
+    specs: list[RecordingSpec], *, config: BuildConfig, store: Store, args: argparse.Namespace, in_prefect_tasks: bool
 ) -> dict[str, Any]:
-    """Time N partitions as N Prefect tasks, against the plain loop on the same N.
+    """Time the extraction of `args.per_task_partitions` partitions, in a plain loop or as one Prefect task each.
 
     The tasks run on Prefect's `ThreadPoolTaskRunner` with ``--workers``
     threads in this process. A `DaskTaskRunner` does not work in ephemeral
     mode, because each Dask worker would start a Prefect server of its own.
-    The recordings are prepared once, untimed. The extrapolation to every
-    partition assumes a constant cost per task run; it is an estimate, not a
-    measurement.
+    The recordings are prepared, and the first partition extracted, untimed.
     """
-    with fresh_store(work_dir) as store:
-        partitions = plan_prepared_partitions(specs, config=config, store=store)
-        subset = spread_subset(partitions, args.per_task_partitions)
-        timers = {
-            "plain_loop": functools.partial(time_subset_plain, subset, store=store),
-            "prefect_tasks": functools.partial(time_subset_tasks, subset, store=store, threads=args.workers),
-        }
-        runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in timers}
-        for repeat in range(args.repeats):
-            logger.info("One task per partition, repeat %d of %d", repeat + 1, args.repeats)
-            for mode, timer in timers.items():
-                run, machine = watched(timer, args=args)
-                runs[mode].append({**run, **machine})
+    partitions = plan_prepared_partitions(specs, config=config, store=store)
+    subset = spread_subset(partitions, args.per_task_partitions)
+    extract_partition(subset[0], store=store)
+    run: dict[str, Any] = {"partitions": len(subset), "of_partitions": len(partitions)}
+    if in_prefect_tasks:
+        run["prefect_server_start_s"] = start_prefect_server()
+        work = functools.partial(extract_in_prefect_tasks, subset, store=store, threads=args.workers)
+    else:
+        work = functools.partial(sequential_map, extract_partition, subset, store=store)
 
-    median = {mode: median_of_runs(mode_runs) for mode, mode_runs in runs.items()}
-    per_partition_s = {mode: values["wall_s"] / len(subset) for mode, values in median.items()}
-    return {
-        "partitions": len(subset),
-        "of_partitions": len(partitions),
-        "task_runner": f"prefect.task_runners.ThreadPoolTaskRunner(max_workers={args.workers})",
-        "runs": runs,
-        "median": median,
-        "wall_per_partition_ms": {mode: 1000 * seconds for mode, seconds in per_partition_s.items()},
-        "extrapolated_wall_all_partitions_s": {mode: seconds * len(partitions) for mode, seconds in per_partition_s.items()},
-    }
+    (run["wall_s"], outcome), machine = watched(functools.partial(stopwatch, work), args=args)
+    if in_prefect_tasks:
+        run["recorded_after_s"] = time_until_recorded(outcome)
+    logger.info("%d partitions%s: %.2f s wall", len(subset), " as Prefect tasks" if in_prefect_tasks else "", run["wall_s"])
+    return {**run, **machine}
+
+
+def stopwatch(function: Callable[[], T]) -> tuple[float, T]:
+    """Call `function` and return the wall seconds it took with its result."""
+    started = time.perf_counter()
+    result = function()
+    return time.perf_counter() - started, result
+
+
+def extract_in_prefect_tasks(partitions: list[dict[str, Any]], *, store: Store, threads: int) -> Any:
+    """Run one Prefect task per partition in a flow on a thread pool; return the flow run's final state."""
+    from prefect import flow, task, unmapped
+    from prefect.cache_policies import NO_CACHE
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    extract_task = task(extract_partition, name="extract-partition", cache_policy=NO_CACHE)
+
+    @flow(name="benchmark-extract-per-partition", task_runner=ThreadPoolTaskRunner(max_workers=threads), validate_parameters=False)
+    def extract_per_partition(partitions: list[dict[str, Any]], store: Store) -> int:
+        futures = extract_task.map(partitions, store=unmapped(store))
+        return len([future.result() for future in futures])
+
+    state = extract_per_partition(partitions, store, return_state=True)
+    flow_result(state, name="benchmark-extract-per-partition")
+    return state
 
 
 def plan_prepared_partitions(specs: list[RecordingSpec], *, config: BuildConfig, store: Store) -> list[dict[str, Any]]:
@@ -555,26 +603,6 @@ def spread_subset(items: list[Any], count: int) -> list[Any]:
     return [items[int(index * step)] for index in range(count)]
 
 
-def time_subset_plain(partitions: list[dict[str, Any]], *, store: Store) -> dict[str, Any]:
-    started = time.perf_counter()
-    sequential_map(extract_partition, partitions, store=store)
-    return {"wall_s": time.perf_counter() - started}
-
-
-def time_subset_tasks(partitions: list[dict[str, Any]], *, store: Store, threads: int) -> dict[str, Any]:
-    runner = ThreadPoolTaskRunner(max_workers=threads)
-    started = time.perf_counter()
-    state = extract_per_partition.with_options(task_runner=runner)(partitions, store, return_state=True)
-    wall_s = time.perf_counter() - started
-    flow_result(state, name="benchmark-extract-per-partition")
-    recorded_after_s = time_until_recorded(state)
-    logger.info("%d partitions as Prefect tasks: %.2f s wall", len(partitions), wall_s)
-    return {"wall_s": wall_s, "recorded_after_s": recorded_after_s}
-
-
-# --- checks and results -------------------------------------------------------------------
-
-
 def dataset_digest(store: Store) -> str:
     """Return a hash of the latest dataset's version, partition keys and partition content hashes."""
     dataset = read_dataset_manifest(store)
@@ -582,21 +610,41 @@ def dataset_digest(store: Store) -> str:
     return hashlib.sha256(json.dumps([dataset["version"], contents]).encode()).hexdigest()
 
 
+# --- results ------------------------------------------------------------------------------
+
+
 def check_identical_datasets(digests: set[str]) -> None:
     if len(digests) != 1:
         raise SystemExit(
-            f"the timed runs wrote {len(digests)} different datasets from the same recordings and configuration; "
-            "the modes do not do the same work, so their times are not comparable. Check tasks.dataset for "
-            "nondeterminism before benchmarking."
+            f"the timed runs wrote {len(digests)} different datasets from the same recordings and configuration. "
+            "The modes did not do the same work, so their times are not comparable. Look for nondeterminism in "
+            "tasks.dataset before benchmarking."
         )
 
 
+def per_partition_summary(runs: dict[str, list[dict[str, Any]]], *, args: argparse.Namespace) -> dict[str, Any]:
+    """Summarize the subset runs, with a linear extrapolation to all partitions that is an estimate, not a measurement."""
+    median = {mode: median_of_runs(mode_runs) for mode, mode_runs in runs.items()}
+    subset, total = median["subset_plain_loop"]["partitions"], median["subset_plain_loop"]["of_partitions"]
+    per_partition_s = {mode: values["wall_s"] / subset for mode, values in median.items()}
+    return {
+        "partitions": subset,
+        "of_partitions": total,
+        "task_runner": f"prefect.task_runners.ThreadPoolTaskRunner(max_workers={args.workers})",
+        "runs": runs,
+        "median": median,
+        "wall_per_partition_ms": {mode: 1000 * seconds for mode, seconds in per_partition_s.items()},
+        "extrapolated_wall_all_partitions_s": {mode: seconds * total for mode, seconds in per_partition_s.items()},
+    }
+
+
 def median_of_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Return the median of every numeric field over `runs`; other fields come from the first run."""
+    """Return the median of every numeric field that varies between `runs`, and the first run's other fields."""
     merged: dict[str, Any] = {}
     for key, value in runs[0].items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            merged[key] = statistics.median(run[key] for run in runs)
+        values = [run[key] for run in runs]
+        if len(set(values)) > 1 and isinstance(value, (int, float)) and not isinstance(value, bool):
+            merged[key] = statistics.median(values)
         else:
             merged[key] = value
     return merged
@@ -616,15 +664,16 @@ def dataset_reductions(median: dict[str, dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def workload_info(run: dict[str, Any], *, devices: int, config: BuildConfig, workers: int) -> dict[str, Any]:
+def workload_info(run: dict[str, Any], *, devices: int, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "devices": devices,
         "recordings": run["recordings"],
         "partitions": run["partitions"],
         "windows": run["windows"],
-        "windows_per_partition": config.windows_per_partition,
-        "window_length": config.features.window_length,
-        "dask_workers": workers,
+        "windows_per_partition": args.windows_per_partition,
+        "window_length": BuildConfig().features.window_length,
+        "dask_workers": args.workers,
+        "flow_batches": args.batches,
         "dataset_version": run["version"],
     }
 
