@@ -93,6 +93,16 @@ PACKAGES = (
     "onnxruntime",
     "onnxmltools",
 )
+# The flush intervals change how busy the ephemeral Prefect server keeps a core
+# between flow runs, so the result records them.
+REPORTED_ENVIRONMENT = (
+    "DO_NOT_TRACK",
+    "PREFECT_SERVER_ANALYTICS_ENABLED",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL",
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+)
 MODES = ("plain_loop", "dask", "flow")
 SUBSET_MODES = ("subset_plain_loop", "subset_prefect_tasks")
 # A timed run on a busy 2-core machine takes up to a few minutes; one that runs
@@ -688,6 +698,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "load_average_at_end": os.getloadavg(),
         "packages": {name: installed_version(name) for name in PACKAGES},
+        "environment": {name: os.environ.get(name) for name in REPORTED_ENVIRONMENT},
     }
 
 
