@@ -71,7 +71,7 @@ from tasks.dataset import (
     prepare_recording,
     read_dataset_manifest,
 )
-from tasks.fixtures import derive_fleet
+from tasks.fixtures import MAX_DEVICES, derive_fleet
 from tasks.recordings import RecordingSpec, read_manifest
 from tasks.store import Store
 
@@ -105,8 +105,8 @@ REPORTED_ENVIRONMENT = (
 )
 MODES = ("plain_loop", "dask", "flow")
 SUBSET_MODES = ("subset_plain_loop", "subset_prefect_tasks")
-# A timed run on a busy 2-core machine takes up to a few minutes; one that runs
-# for this long has hung.
+# A timed run on a busy 2-core machine takes up to a few minutes, so one that
+# runs this long has hung.
 CHILD_TIMEOUT_S = 1200
 
 T = TypeVar("T")
@@ -150,7 +150,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, child_modes: tuple[str, ...]) -> None:
     """Add the options that both benchmark scripts take, and the hidden option that makes a child process."""
-    parser.add_argument("--devices", type=positive_int, default=27, help="devices in the derived fleet, 1 to 200 (default 27)")
+    parser.add_argument(
+        "--devices", type=device_count, default=27, help=f"devices in the derived fleet, 1 to {MAX_DEVICES} (default 27)"
+    )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the derived fleet (default 0)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs of each mode; medians are reported (default 3)")
     parser.add_argument(
@@ -182,6 +184,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
+
+
+def device_count(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_DEVICES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_DEVICES} devices, which derive_fleet supports, got {text}")
     return value
 
 
@@ -267,7 +276,7 @@ def run_timed_child(mode: str, *, argv: list[str], extra: list[str], script: Pat
         ) from None
     if completed.returncode != 0:
         raise SystemExit(
-            f"the timed run of {mode} failed with exit code {completed.returncode}; its error is in the log above. "
+            f"the timed run of {mode} failed with exit code {completed.returncode}. Its error is in the log above. "
             f"Command: {shlex.join(command)}"
         )
     return json.loads(completed.stdout.strip().splitlines()[-1])
@@ -582,7 +591,7 @@ def stopwatch(function: Callable[[], T]) -> tuple[float, T]:
 
 
 def extract_in_prefect_tasks(partitions: list[dict[str, Any]], *, store: Store, threads: int) -> Any:
-    """Run one Prefect task per partition in a flow on a thread pool; return the flow run's final state."""
+    """Run one Prefect task per partition in a flow on a thread pool, and return the flow run's final state."""
     from prefect import flow, task, unmapped
     from prefect.cache_policies import NO_CACHE
     from prefect.task_runners import ThreadPoolTaskRunner

@@ -18,10 +18,6 @@ def configure_environment() -> None:
     """Set the privacy variables before Prefect reads its settings."""
     for name, value in PRIVACY_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
-    # The ephemeral server records task runs from events in batches; a short
-    # flush interval lets `wait_until_recorded` return quickly at exit.
-    os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL", "0.5")
-    os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL", "0.5")
     # Prefect's default of 20 s to start the temporary server is too short on
     # a busy 2-core machine, where a start has taken longer.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

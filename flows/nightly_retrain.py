@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import flow, tags
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 from prefect.logging import get_run_logger
@@ -65,22 +65,20 @@ def nightly_retrain(
     edge_block = resolve_edge_target(edge_target)
     seconds: dict[str, float] = {}
 
-    # Subflow and task runs inherit the tag, so the UI filters a DAQ's runs.
-    with tags(f"daq:{fleet_config.daq_id}"):
-        step = time.perf_counter()
-        dataset = build_dataset(
-            manifest, storage=storage_block, compute=compute, config=fleet_config.build_config(list(fleet_config.devices))
-        )
-        seconds["build_dataset"] = time.perf_counter() - step
+    step = time.perf_counter()
+    dataset = build_dataset(
+        manifest, storage=storage_block, compute=compute, config=fleet_config.build_config(list(fleet_config.devices))
+    )
+    seconds["build_dataset"] = time.perf_counter() - step
 
-        step = time.perf_counter()
-        records = train_fleet(dataset["version"], fleet=fleet_config, storage=storage_block, fail_on_threshold=False)
-        seconds["train_fleet"] = time.perf_counter() - step
+    step = time.perf_counter()
+    records = train_fleet(dataset["version"], fleet=fleet_config, storage=storage_block, fail_on_threshold=False)
+    seconds["train_fleet"] = time.perf_counter() - step
 
-        step = time.perf_counter()
-        promoted = [r["device_id"] for r in records if r["status"] == "promoted"]
-        edge = publish_edge(devices=promoted, storage=storage_block, edge_target=edge_block)
-        seconds["publish_edge"] = time.perf_counter() - step
+    step = time.perf_counter()
+    promoted = [r["device_id"] for r in records if r["status"] == "promoted"]
+    edge = publish_edge(devices=promoted, storage=storage_block, edge_target=edge_block)
+    seconds["publish_edge"] = time.perf_counter() - step
     seconds["total"] = time.perf_counter() - started
 
     summary = run_summary(dataset, records, edge, seconds, in_service=in_service_bundles(edge_block, records))
