@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 class DaskCompute(Block):
-    """Where Dask work runs: a local cluster, or an existing scheduler."""
+    """Dask cluster for per-partition work: a local cluster or an existing scheduler."""
 
     _block_type_name = "daqflow Dask Compute"
     _description = "Dask cluster for per-partition work: a local cluster on 127.0.0.1, or an existing scheduler."

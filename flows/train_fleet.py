@@ -126,8 +126,8 @@ def fan_out(device_ids: list[str], *, store, dataset_version: str, fleet: FleetC
     progress = create_progress_artifact(progress=0.0, key="fleet-training-progress", description="Devices trained")
     records: list[dict[str, Any]] = []
     with ThreadPoolTaskRunner(max_workers=concurrency) as runner:
-        # NOTE: no per-task tags here: in Prefect 3.9.1 a tagged task run asks
-        # the server for concurrency slots, which measured 2 s per task.
+        # NOTE: no per-task tags here, because in Prefect 3.9.1 a tagged task run
+        # requests concurrency slots from the server, measured at 2 s per task.
         futures = [
             runner.submit(
                 train_device,

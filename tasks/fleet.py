@@ -55,7 +55,7 @@ _DEVICE_KEYS = {"model_type", "eval_share", "seed", "params", "features"}
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    """How one device is featurized and trained."""
+    """Feature and training configuration of one device."""
 
     device_id: str
     train: TrainConfig

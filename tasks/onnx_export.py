@@ -92,7 +92,7 @@ def check_parity(
     A label mismatch is a window where the two models' most probable classes
     differ by more than `atol` in the native probabilities. Classes tied within
     `atol` are not a mismatch: float32 rounding may break an exact tie either
-    way, and both answers are then equally the model's prediction.
+    way, and both classes are then equally the model's prediction.
 
     Args:
         onnx_model: a serialized model from `lightgbm_to_onnx` or `tasks.cnn1d.cnn1d_to_onnx`.
